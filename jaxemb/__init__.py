@@ -1,0 +1,1 @@
+"""jaxemb: learn, adapt and evaluate embeddings at scale with JAX."""
