@@ -1,1 +1,14 @@
-"""jaxemb: learn, adapt and evaluate embeddings at scale with JAX."""
+"""jaxemb: learn, adapt and evaluate embeddings at scale with JAX.
+
+    import jaxemb
+    model = jaxemb.load_pretrained("all-MiniLM-L6-v2")
+    emb = jaxemb.encode(model, ["a sentence", "another"])   # float32 [2, 384], L2-normalised
+    jaxemb.save_pretrained(model, "out/")                    # sentence-transformers directory
+"""
+
+from jaxemb.encode import encode
+from jaxemb.model import EmbeddingModel
+from jaxemb.pretrained.sentence_transformers import load_pretrained, save_pretrained
+
+__all__ = ["EmbeddingModel", "encode", "load_pretrained", "save_pretrained"]
+__version__ = "0.1.0"

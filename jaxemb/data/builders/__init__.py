@@ -1,0 +1,1 @@
+"""TFDS dataset builders, one package per dataset (importing one registers it)."""

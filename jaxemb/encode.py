@@ -1,0 +1,134 @@
+"""`encode`: texts -> embeddings, fast on CPU and sharded over every local device.
+
+Speed on CPU is mostly about padding waste and compiles. Texts are sorted by token length so
+each batch holds similar lengths, and each batch is padded to the next *bucket* length from a
+small fixed ladder, so jit compiles a bounded number of shapes (at most one per bucket, plus one
+for inputs smaller than a batch) while padding stays under ~15% of the tokens.
+"""
+
+from __future__ import annotations
+
+import bisect
+import functools
+from typing import Sequence
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import tqdm
+from flax import nnx
+from jax.sharding import NamedSharding, PartitionSpec as P
+
+from jaxemb.model import EmbeddingModel
+from jaxemb.nn.embedder import l2_normalize
+
+# Bucket ladder: step 4 to 32 tokens, then ~12% steps. Measured on all-MiniLM-L6-v2 (CPU):
+# exact lengths are fastest warm, but every new length is a compile; this ladder stays within a
+# few per cent of exact-length speed with <= 24 shapes.
+_LADDER = (8, 12, 16, 20, 24, 28, 32, 36, 40, 44, 48, 56, 64, 72, 80, 96, 112, 128, 144, 160,
+           192, 224, 256, 320, 384, 448, 512)
+
+
+def bucket_lengths(max_seq_length: int) -> tuple[int, ...]:
+  """The padded lengths `encode` uses for a model truncating at `max_seq_length` tokens."""
+  return tuple(b for b in _LADDER if b < max_seq_length) + (max_seq_length,)
+
+
+def _bucket(length: int, buckets: tuple[int, ...]) -> int:
+  return buckets[bisect.bisect_left(buckets, length)]
+
+
+def _check_texts(texts) -> list[str]:
+  if isinstance(texts, (str, bytes)):
+    raise TypeError("texts must be a sequence of strings; wrap a single string in a list")
+  texts = list(texts)
+  for i, t in enumerate(texts):
+    if not isinstance(t, str):
+      raise TypeError(f"texts[{i}] is {type(t).__name__} ({t!r:.50}), expected str")
+  return texts
+
+
+def tokenize(model: EmbeddingModel, texts: Sequence[str]) -> list[list[int]]:
+  """Token ids per text, with special tokens, truncated at `model.max_seq_length`."""
+  tok = model.tokenizer
+  tok.no_padding()
+  tok.enable_truncation(max_length=model.max_seq_length)
+  return [e.ids for e in tok.encode_batch(list(texts))]
+
+
+@functools.partial(jax.jit, static_argnums=(0,))
+def _pooled(graphdef, state, input_ids, attention_mask):
+  module = nnx.merge(graphdef, state)
+  out = module.encoder(input_ids, attention_mask, deterministic=True,
+                       output_hidden_states=module.pooler.kind == "multi_layer")
+  all_hidden = jnp.stack(out.hidden_states) if out.hidden_states is not None else None
+  return module.pooler(out.last_hidden_state, attention_mask, all_hidden).astype(jnp.float32)
+
+
+def _padded_rows(n: int, batch_size: int, num_devices: int) -> int:
+  """Rows of a compiled batch: `batch_size`, or a power of two for inputs smaller than that."""
+  rows = batch_size if n >= batch_size else 1 << max(0, n - 1).bit_length()
+  return -(-rows // num_devices) * num_devices
+
+
+def encode(model: EmbeddingModel, texts: Sequence[str], *, batch_size: int = 64,
+           normalize: bool = True, show_progress: bool | None = None) -> np.ndarray:
+  """Embeds `texts` with `model`.
+
+  Args:
+    model: from `jaxemb.load_pretrained` (or any `EmbeddingModel`).
+    texts: a sequence of strings (empty strings are fine).
+    batch_size: texts per forward pass (split over all local devices).
+    normalize: L2-normalise each embedding (cosine similarity = dot product).
+    show_progress: progress bar; by default shown when there are more than 8 batches.
+
+  Returns:
+    float32 array [len(texts), D] in input order.
+  """
+  texts = _check_texts(texts)
+  if batch_size < 1:
+    raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+  if not texts:
+    return np.zeros((0, model.dim), np.float32)
+
+  ids = tokenize(model, texts)
+  lengths = np.array([len(x) for x in ids])
+  order = np.argsort(-lengths, kind="stable")
+  buckets = bucket_lengths(model.max_seq_length)
+  devices = jax.local_devices()
+  mesh = jax.sharding.Mesh(np.array(devices), ("data",))
+  rows_sharding = NamedSharding(mesh, P("data"))
+  graphdef, state = nnx.split(model.module)
+  state = jax.device_put(state, NamedSharding(mesh, P()))
+  rows = _padded_rows(len(texts), batch_size, len(devices))
+
+  starts = range(0, len(texts), batch_size)
+  if show_progress is None:
+    show_progress = len(starts) > 8
+  results = []
+  with tqdm.tqdm(total=len(texts), desc="encode", unit="text", disable=not show_progress) as bar:
+    for start in starts:
+      batch = order[start:start + batch_size]
+      length = _bucket(int(lengths[batch[0]]), buckets)
+      input_ids = np.full((rows, length), model.pad_token_id, np.int32)
+      mask = np.zeros((rows, length), np.int32)
+      for row, i in enumerate(batch):
+        input_ids[row, :lengths[i]] = ids[i]
+        mask[row, :lengths[i]] = 1
+      out = _pooled(graphdef, state, jax.device_put(input_ids, rows_sharding),
+                    jax.device_put(mask, rows_sharding))
+      results.append((batch, out))  # dispatch is asynchronous; collect below
+      if len(results) > 1:
+        prev_batch, prev = results[-2]
+        results[-2] = (prev_batch, np.asarray(prev))
+        bar.update(len(prev_batch))
+    last_batch, last = results[-1]
+    results[-1] = (last_batch, np.asarray(last))
+    bar.update(len(last_batch))
+
+  emb = np.empty((len(texts), model.dim), np.float32)
+  for batch, out in results:
+    emb[batch] = out[:len(batch)]
+  if normalize:
+    emb = np.asarray(l2_normalize(emb))
+  return emb

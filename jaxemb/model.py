@@ -1,0 +1,38 @@
+"""`EmbeddingModel`: an NNX sentence embedder bundled with its tokenizer and limits."""
+
+from __future__ import annotations
+
+import dataclasses
+
+import tokenizers
+
+from jaxemb.nn.embedder import SentenceEmbedder
+
+
+@dataclasses.dataclass
+class EmbeddingModel:
+  """What `jaxemb.load_pretrained` returns and `jaxemb.encode` takes.
+
+  Attributes:
+    module: the NNX embedder (`encoder` + `pooler`, normalises when `module.normalize`).
+    tokenizer: a Hugging Face `tokenizers.Tokenizer`; truncation and padding are handled by
+      `encode`, so its own settings are ignored.
+    max_seq_length: tokens kept per text (special tokens included), as sentence-transformers'
+      `max_seq_length`.
+    name: where the model came from (a name or a directory).
+    encoder_config: the encoder's config in Hugging Face `config.json` form, for export.
+  """
+
+  module: SentenceEmbedder
+  tokenizer: tokenizers.Tokenizer
+  max_seq_length: int
+  name: str = ""
+  encoder_config: dict = dataclasses.field(default_factory=dict)
+
+  @property
+  def dim(self) -> int:
+    return self.module.dim
+
+  @property
+  def pad_token_id(self) -> int:
+    return self.module.encoder.cfg.pad_token_id

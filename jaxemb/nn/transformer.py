@@ -1,0 +1,280 @@
+"""BERT-compatible transformer encoder in Flax NNX.
+
+One module family covers BERT/MiniLM (post-LN, absolute positions, the layout of Hugging Face
+`BertModel`, so checkpoints map one-to-one) and modern encoders (pre-LN, rotary positions with
+position-interpolation or NTK scaling for long-context extension).
+
+Every parameter carries logical axis names (see `jaxemb/nn/__init__.py`):
+  vocab  - token vocabulary rows        embed - model width
+  qkv    - concatenated attention heads mlp   - feed-forward width
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import NamedTuple
+
+import jax
+import jax.numpy as jnp
+from flax import nnx
+
+Array = jax.Array
+
+_ACTIVATIONS = {
+    "gelu": lambda x: jax.nn.gelu(x, approximate=False),  # BERT uses the exact (erf) form
+    "gelu_new": lambda x: jax.nn.gelu(x, approximate=True),
+    "gelu_pytorch_tanh": lambda x: jax.nn.gelu(x, approximate=True),
+    "relu": jax.nn.relu,
+    "silu": jax.nn.silu,
+}
+_DTYPES = {"float32": jnp.float32, "bfloat16": jnp.bfloat16, "float16": jnp.float16}
+
+
+@dataclasses.dataclass(frozen=True)
+class TransformerConfig:
+  """Hyper-parameters of `TransformerEncoder`. Defaults are all-MiniLM-L6-v2's."""
+
+  vocab_size: int = 30522
+  hidden_size: int = 384
+  num_layers: int = 6
+  num_heads: int = 12
+  intermediate_size: int = 1536
+  max_position_embeddings: int = 512
+  type_vocab_size: int = 2
+  layer_norm_eps: float = 1e-12
+  hidden_act: str = "gelu"
+  dropout_rate: float = 0.1
+  attention_dropout_rate: float = 0.1
+  norm_position: str = "post"  # "post" (BERT) or "pre"
+  position_embedding: str = "absolute"  # "absolute" or "rotary"
+  rope_theta: float = 10000.0
+  # Long-context extension of rotary models: None, "linear" (position interpolation,
+  # Chen et al. 2023) or "ntk" (NTK-aware base scaling); `rope_scaling_factor` = new/old length.
+  rope_scaling: str | None = None
+  rope_scaling_factor: float = 1.0
+  dtype: str = "float32"  # compute dtype
+  param_dtype: str = "float32"
+  pad_token_id: int = 0
+
+  def __post_init__(self):
+    _check_choice("norm_position", self.norm_position, ("post", "pre"))
+    _check_choice("position_embedding", self.position_embedding, ("absolute", "rotary"))
+    _check_choice("rope_scaling", self.rope_scaling, (None, "linear", "ntk"))
+    _check_choice("hidden_act", self.hidden_act, tuple(_ACTIVATIONS))
+    _check_choice("dtype", self.dtype, tuple(_DTYPES))
+    _check_choice("param_dtype", self.param_dtype, tuple(_DTYPES))
+    if self.hidden_size % self.num_heads:
+      raise ValueError(
+          f"hidden_size={self.hidden_size} must be divisible by num_heads={self.num_heads}")
+    if self.position_embedding == "rotary" and (self.hidden_size // self.num_heads) % 2:
+      raise ValueError(f"rotary positions need an even head size, got "
+                       f"{self.hidden_size // self.num_heads}")
+    if self.rope_scaling_factor < 1.0:
+      raise ValueError(f"rope_scaling_factor must be >= 1, got {self.rope_scaling_factor}")
+
+  @property
+  def head_dim(self) -> int:
+    return self.hidden_size // self.num_heads
+
+  @property
+  def compute_dtype(self):
+    return _DTYPES[self.dtype]
+
+  @property
+  def params_dtype(self):
+    return _DTYPES[self.param_dtype]
+
+
+def _check_choice(name, value, choices):
+  if value not in choices:
+    raise ValueError(f"{name}={value!r} is not one of {choices}")
+
+
+class EncoderOutput(NamedTuple):
+  last_hidden_state: Array  # [B, L, D]
+  hidden_states: tuple[Array, ...] | None  # embeddings + each layer, when requested
+
+
+def _dense(cfg: TransformerConfig, din: int, dout: int, names: tuple, rngs: nnx.Rngs):
+  init = nnx.initializers.normal(0.02)  # BERT's initializer_range
+  return nnx.Linear(
+      din, dout, dtype=cfg.compute_dtype, param_dtype=cfg.params_dtype,
+      kernel_init=nnx.with_partitioning(init, names),
+      bias_init=nnx.with_partitioning(nnx.initializers.zeros_init(), names[1:]),
+      rngs=rngs)
+
+
+def _layer_norm(cfg: TransformerConfig, rngs: nnx.Rngs):
+  return nnx.LayerNorm(
+      cfg.hidden_size, epsilon=cfg.layer_norm_eps, dtype=cfg.compute_dtype,
+      param_dtype=cfg.params_dtype,
+      scale_init=nnx.with_partitioning(nnx.initializers.ones_init(), ("embed",)),
+      bias_init=nnx.with_partitioning(nnx.initializers.zeros_init(), ("embed",)),
+      rngs=rngs)
+
+
+def rotary_frequencies(cfg: TransformerConfig) -> Array:
+  """Inverse frequencies [head_dim/2] after the configured long-context scaling."""
+  dim = cfg.head_dim
+  theta = cfg.rope_theta
+  if cfg.rope_scaling == "ntk":
+    # NTK-aware: stretch the base so the lowest frequency covers the longer context while the
+    # highest (local) ones are nearly unchanged.
+    theta = theta * cfg.rope_scaling_factor ** (dim / (dim - 2))
+  inv_freq = 1.0 / theta ** (jnp.arange(0, dim, 2, dtype=jnp.float32) / dim)
+  if cfg.rope_scaling == "linear":
+    inv_freq = inv_freq / cfg.rope_scaling_factor  # position interpolation: positions / factor
+  return inv_freq
+
+
+def apply_rotary(x: Array, positions: Array, inv_freq: Array) -> Array:
+  """Rotates pairs (x[..., :d/2], x[..., d/2:]) of x [B, L, H, d] by position-dependent angles."""
+  angles = positions[:, :, None].astype(jnp.float32) * inv_freq  # [B, L, d/2]
+  cos = jnp.cos(angles)[:, :, None, :]
+  sin = jnp.sin(angles)[:, :, None, :]
+  x1, x2 = jnp.split(x.astype(jnp.float32), 2, axis=-1)
+  rotated = jnp.concatenate([x1 * cos - x2 * sin, x2 * cos + x1 * sin], axis=-1)
+  return rotated.astype(x.dtype)
+
+
+class Embeddings(nnx.Module):
+  """Token + (absolute position) + token-type embeddings, then LayerNorm (post-LN) and dropout."""
+
+  def __init__(self, cfg: TransformerConfig, *, rngs: nnx.Rngs):
+    init = nnx.initializers.normal(0.02)
+    kw = dict(dtype=cfg.compute_dtype, param_dtype=cfg.params_dtype, rngs=rngs)
+    self.word = nnx.Embed(cfg.vocab_size, cfg.hidden_size,
+                          embedding_init=nnx.with_partitioning(init, ("vocab", "embed")), **kw)
+    embed = lambda rows: nnx.Embed(
+        rows, cfg.hidden_size, embedding_init=nnx.with_partitioning(init, (None, "embed")), **kw)
+    # Optional parts are None when unused (a module attribute is data only if it holds a module).
+    self.position = (embed(cfg.max_position_embeddings)
+                     if cfg.position_embedding == "absolute" else None)
+    self.token_type = embed(cfg.type_vocab_size) if cfg.type_vocab_size else None
+    self.norm = _layer_norm(cfg, rngs) if cfg.norm_position == "post" else None
+    self.dropout = nnx.Dropout(cfg.dropout_rate, rngs=rngs)
+
+  def __call__(self, input_ids, positions, token_type_ids, *, deterministic: bool):
+    x = self.word(input_ids)
+    if self.position is not None:
+      x = x + self.position(positions)
+    if self.token_type is not None:
+      x = x + self.token_type(token_type_ids)
+    if self.norm is not None:
+      x = self.norm(x)
+    return self.dropout(x, deterministic=deterministic)
+
+
+class SelfAttention(nnx.Module):
+  """Multi-head self-attention; softmax in float32 whatever the compute dtype."""
+
+  def __init__(self, cfg: TransformerConfig, *, rngs: nnx.Rngs):
+    self.cfg = cfg
+    d = cfg.hidden_size
+    self.query = _dense(cfg, d, d, ("embed", "qkv"), rngs)
+    self.key = _dense(cfg, d, d, ("embed", "qkv"), rngs)
+    self.value = _dense(cfg, d, d, ("embed", "qkv"), rngs)
+    self.out = _dense(cfg, d, d, ("qkv", "embed"), rngs)
+    self.dropout = nnx.Dropout(cfg.attention_dropout_rate, rngs=rngs)
+
+  def __call__(self, x, bias, positions, *, deterministic: bool):
+    cfg = self.cfg
+    b, l, _ = x.shape
+    split = lambda t: t.reshape(b, l, cfg.num_heads, cfg.head_dim)
+    q, k, v = split(self.query(x)), split(self.key(x)), split(self.value(x))
+    if cfg.position_embedding == "rotary":
+      inv_freq = rotary_frequencies(cfg)
+      q, k = apply_rotary(q, positions, inv_freq), apply_rotary(k, positions, inv_freq)
+    scores = jnp.einsum("bqhd,bkhd->bhqk", q, k, preferred_element_type=jnp.float32)
+    scores = scores / jnp.sqrt(jnp.float32(cfg.head_dim)) + bias
+    probs = jax.nn.softmax(scores, axis=-1)
+    probs = self.dropout(probs, deterministic=deterministic).astype(v.dtype)
+    ctx = jnp.einsum("bhqk,bkhd->bqhd", probs, v).reshape(b, l, cfg.hidden_size)
+    return self.out(ctx)
+
+
+class TransformerLayer(nnx.Module):
+  """Attention + feed-forward block, post-LN (BERT) or pre-LN."""
+
+  def __init__(self, cfg: TransformerConfig, *, rngs: nnx.Rngs):
+    self.cfg = cfg
+    self.attention = SelfAttention(cfg, rngs=rngs)
+    self.attention_norm = _layer_norm(cfg, rngs)
+    self.ffn_in = _dense(cfg, cfg.hidden_size, cfg.intermediate_size, ("embed", "mlp"), rngs)
+    self.ffn_out = _dense(cfg, cfg.intermediate_size, cfg.hidden_size, ("mlp", "embed"), rngs)
+    self.ffn_norm = _layer_norm(cfg, rngs)
+    self.dropout = nnx.Dropout(cfg.dropout_rate, rngs=rngs)
+    self.activation = _ACTIVATIONS[cfg.hidden_act]
+
+  def _ffn(self, x, deterministic):
+    return self.dropout(self.ffn_out(self.activation(self.ffn_in(x))), deterministic=deterministic)
+
+  def __call__(self, x, bias, positions, *, deterministic: bool):
+    attend = lambda h: self.dropout(
+        self.attention(h, bias, positions, deterministic=deterministic),
+        deterministic=deterministic)
+    if self.cfg.norm_position == "post":
+      x = self.attention_norm(x + attend(x))
+      return self.ffn_norm(x + self._ffn(x, deterministic))
+    x = x + attend(self.attention_norm(x))
+    return x + self._ffn(self.ffn_norm(x), deterministic)
+
+
+def _positions(attention_mask: Array) -> Array:
+  """Position ids that count real tokens only, so left padding does not shift positions."""
+  return jnp.maximum(jnp.cumsum(attention_mask.astype(jnp.int32), axis=1) - 1, 0)
+
+
+class TransformerEncoder(nnx.Module):
+  """BERT-family encoder: `(input_ids, attention_mask) -> EncoderOutput`."""
+
+  def __init__(self, cfg: TransformerConfig, *, rngs: nnx.Rngs):
+    self.cfg = cfg
+    self.embeddings = Embeddings(cfg, rngs=rngs)
+    self.layers = nnx.List([TransformerLayer(cfg, rngs=rngs) for _ in range(cfg.num_layers)])
+    self.final_norm = _layer_norm(cfg, rngs) if cfg.norm_position == "pre" else None
+
+  @property
+  def hidden_size(self) -> int:
+    return self.cfg.hidden_size
+
+  @property
+  def num_hidden_states(self) -> int:
+    """How many states `output_hidden_states=True` returns (embeddings + each layer)."""
+    return self.cfg.num_layers + 1
+
+  def __call__(self, input_ids: Array, attention_mask: Array, token_type_ids: Array | None = None,
+               *, deterministic: bool = True, output_hidden_states: bool = False) -> EncoderOutput:
+    """Encodes a padded batch.
+
+    Args:
+      input_ids: int [B, L] token ids.
+      attention_mask: [B, L], 1 for real tokens and 0 for padding (left or right).
+      token_type_ids: optional int [B, L]; zeros when omitted.
+      deterministic: disables dropout when True (inference).
+      output_hidden_states: also return the embedding output and every layer's output.
+    """
+    if input_ids.ndim != 2 or attention_mask.shape != input_ids.shape:
+      raise ValueError(f"expected input_ids and attention_mask of the same shape [B, L], got "
+                       f"{input_ids.shape} and {attention_mask.shape}")
+    if self.cfg.position_embedding == "absolute" and input_ids.shape[1] > \
+        self.cfg.max_position_embeddings:
+      raise ValueError(f"sequence length {input_ids.shape[1]} exceeds max_position_embeddings="
+                       f"{self.cfg.max_position_embeddings}")
+    if token_type_ids is None:
+      token_type_ids = jnp.zeros_like(input_ids)
+    # HF BERT numbers positions 0..L-1 from the left edge; we count real tokens instead, which is
+    # identical for right padding (sentence-transformers) and also correct for left padding.
+    positions = _positions(attention_mask)
+    # Additive mask in float32: -inf-like for padded keys; a large finite value keeps an
+    # all-padding row finite (its output is never used by the poolers).
+    bias = jnp.where(attention_mask[:, None, None, :] > 0, 0.0, -1e9).astype(jnp.float32)
+    x = self.embeddings(input_ids, positions, token_type_ids, deterministic=deterministic)
+    states = [x]
+    for layer in self.layers:
+      x = layer(x, bias, positions, deterministic=deterministic)
+      states.append(x)
+    if self.final_norm is not None:
+      x = self.final_norm(x)
+      states[-1] = x
+    return EncoderOutput(x, tuple(states) if output_hidden_states else None)

