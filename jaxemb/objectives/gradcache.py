@@ -39,7 +39,7 @@ def _batch_size(name: str, batch: PyTree) -> int:
   return sizes.pop()
 
 
-def _to_chunks(batch: PyTree, chunk_size: int) -> PyTree:
+def split_strided(batch: PyTree, chunk_size: int) -> PyTree:
   """`[B, ...] -> [B // c, c, ...]` with chunk j holding rows `{j, j + n, j + 2n, ...}`.
 
   Strided rather than contiguous chunks: when B is sharded over devices in contiguous blocks,
@@ -55,8 +55,8 @@ def _to_chunks(batch: PyTree, chunk_size: int) -> PyTree:
   return jax.tree.map(split, batch)
 
 
-def _from_chunks(x: jax.Array) -> jax.Array:
-  """Inverse of `_to_chunks` for one array: `[n, c, ...] -> [c * n, ...]`."""
+def merge_strided(x: jax.Array) -> jax.Array:
+  """Inverse of `split_strided` for one array: `[n, c, ...] -> [c * n, ...]`."""
   n, c = x.shape[:2]
   return jnp.swapaxes(x, 0, 1).reshape(c * n, *x.shape[2:])
 
@@ -64,7 +64,7 @@ def _from_chunks(x: jax.Array) -> jax.Array:
 def _embed_no_grad(embed_fn: EmbedFn, params: PyTree, chunks: PyTree) -> jax.Array:
   """Step (a): forward only, chunk by chunk, so no activation outlives its chunk."""
   params = jax.lax.stop_gradient(params)
-  return _from_chunks(jax.lax.map(lambda chunk: embed_fn(params, chunk), chunks))
+  return merge_strided(jax.lax.map(lambda chunk: embed_fn(params, chunk), chunks))
 
 
 def _accumulate_param_grads(
@@ -76,7 +76,7 @@ def _accumulate_param_grads(
     init: PyTree,
 ) -> PyTree:
   """Step (c): per chunk, vjp the embedding-gradient slice back to the params and sum."""
-  grad_chunks = _to_chunks(emb_grad, chunk_size)
+  grad_chunks = split_strided(emb_grad, chunk_size)
 
   def body(acc, xs):
     chunk, g = xs
@@ -131,8 +131,8 @@ def chunked_contrastive_value_and_grad(
           f"expected a chunk_size that divides {size}"
       )
 
-  q_chunks = _to_chunks(query_batch, chunk_size)
-  d_chunks = _to_chunks(doc_batch, chunk_size)
+  q_chunks = split_strided(query_batch, chunk_size)
+  d_chunks = split_strided(doc_batch, chunk_size)
 
   q_emb = _embed_no_grad(embed_fn, params, q_chunks)
   d_emb = _embed_no_grad(embed_fn, params, d_chunks)

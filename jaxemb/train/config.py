@@ -1,0 +1,65 @@
+"""Experiment configs: `configs/<name>.py:get_config(arg)` plus `--config.key=value` overrides."""
+
+from __future__ import annotations
+
+import ast
+import importlib.util
+import os
+
+import ml_collections
+
+
+def load_config(spec: str) -> ml_collections.ConfigDict:
+  """Loads `path/to/config.py[:arg]` by calling its `get_config(arg)`."""
+  path, _, arg = spec.partition(":")
+  if not os.path.isfile(path):
+    raise FileNotFoundError(f"config file {path!r} does not exist")
+  module_spec = importlib.util.spec_from_file_location(
+      f"jaxemb_config_{os.path.basename(path)[:-3]}", path)
+  module = importlib.util.module_from_spec(module_spec)
+  module_spec.loader.exec_module(module)
+  if not hasattr(module, "get_config"):
+    raise ValueError(f"config file {path!r} has no get_config(arg) function")
+  config = module.get_config(arg or None)
+  config.config_spec = spec
+  return config
+
+
+def _parse_value(text: str, current):
+  """Parses an override using the type of the value it replaces."""
+  if isinstance(current, bool):
+    if text.lower() in ("true", "1", "yes"):
+      return True
+    if text.lower() in ("false", "0", "no"):
+      return False
+    raise ValueError(f"expected a boolean, got {text!r}")
+  if isinstance(current, str):
+    return text
+  try:
+    value = ast.literal_eval(text)
+  except (ValueError, SyntaxError):
+    value = text
+  if isinstance(current, float) and isinstance(value, int):
+    value = float(value)
+  if current is not None and not isinstance(value, type(current)):
+    raise ValueError(f"expected {type(current).__name__}, got {text!r}")
+  return value
+
+
+def apply_overrides(config: ml_collections.ConfigDict, overrides: list[str]) -> None:
+  """Applies `key.sub=value` overrides in place; unknown keys raise ValueError naming them."""
+  for item in overrides:
+    key, sep, text = item.removeprefix("--config.").partition("=")
+    if not sep:
+      raise ValueError(f"override {item!r} is not of the form --config.key=value")
+    node, parts = config, key.split(".")
+    for part in parts[:-1]:
+      if part not in node or not isinstance(node[part], ml_collections.ConfigDict):
+        raise ValueError(f"unknown config key {key!r} (no section {part!r})")
+      node = node[part]
+    if parts[-1] not in node:
+      raise ValueError(f"unknown config key {key!r}; valid keys here: {sorted(node.keys())}")
+    try:
+      node[parts[-1]] = _parse_value(text, node[parts[-1]])
+    except ValueError as e:
+      raise ValueError(f"bad value for config key {key!r}: {e}") from None

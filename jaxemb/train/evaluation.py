@@ -1,0 +1,34 @@
+"""Evaluation during training: `config.evaluators` -> `evaluate(embedder, step) -> metrics`."""
+
+from __future__ import annotations
+
+from typing import Any, Callable
+
+# name -> factory(options: dict, pretrained) -> evaluate(embedder, step) -> {name: value}
+EVAL_HOOKS: dict[str, Callable[..., Callable]] = {}
+
+
+def register_eval_hook(name: str, factory: Callable[..., Callable]) -> None:
+  EVAL_HOOKS[name] = factory
+
+
+def make_evaluator(config, pretrained=None) -> Callable[[Any, int], dict] | None:
+  """Combines the configured evaluators into one callable, or None when there are none."""
+  specs = list(config.get("evaluators") or [])
+  if not specs:
+    return None
+  hooks = []
+  for spec in specs:
+    spec = dict(spec)
+    name = spec.pop("name")
+    if name not in EVAL_HOOKS:
+      raise ValueError(f"unknown evaluator {name!r}; available: {sorted(EVAL_HOOKS)}")
+    hooks.append(EVAL_HOOKS[name](spec, pretrained))
+
+  def evaluate(embedder, step: int) -> dict:
+    out = {}
+    for hook in hooks:
+      out.update(hook(embedder, step))
+    return out
+
+  return evaluate
