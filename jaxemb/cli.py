@@ -64,8 +64,32 @@ def _train(args, overrides: list[str]) -> None:
   print(f"step {summary['step']}: {final}" + (" (preempted)" if summary["preempted"] else ""))
 
 
+def _eval(args) -> None:
+  import json
+
+  import jaxemb
+  from jaxemb.data import code_search
+  from jaxemb.evaluate import registry
+  name, split = code_search.parse_task(args.task)
+  model = jaxemb.load_pretrained(args.model)
+  if name != code_search.TASK:
+    raise ValueError(f"task {name!r} has no command-line evaluation yet; available: "
+                     f"{registry.list_tasks()}")
+  embed = lambda texts: jaxemb.encode(model, texts, batch_size=args.batch_size,
+                                      show_progress=not args.quiet)
+  metrics = code_search.evaluate_model(embed, split)
+  metrics = {"task": args.task, "model": str(args.model), **metrics}
+  print(json.dumps(metrics))
+
+
 def build_parser() -> argparse.ArgumentParser:
   parser = argparse.ArgumentParser(prog="jaxemb", description=__doc__)
+  dist = parser.add_argument_group("multi-process (see launch/)")
+  dist.add_argument("--coordinator", help="host:port of process 0 (jax.distributed)")
+  dist.add_argument("--num-processes", type=int, default=1)
+  dist.add_argument("--process-id", type=int, default=0)
+  dist.add_argument("--cpu-devices", type=int, default=0,
+                    help="CPU devices per process (CPU-only multi-process runs)")
   sub = parser.add_subparsers(dest="command", required=True)
 
   enc = sub.add_parser("encode", help="embed one text per line of a file into a .npy array")
@@ -81,6 +105,14 @@ def build_parser() -> argparse.ArgumentParser:
   demo.add_argument("--model", default="all-MiniLM-L6-v2")
   demo.set_defaults(func=_demo)
 
+  ev = sub.add_parser("eval", help="evaluate a model on a task; the last line printed is a "
+                                    "JSON object of metrics")
+  ev.add_argument("--model", default="all-MiniLM-L6-v2", help="model name or directory")
+  ev.add_argument("--task", default="stdlib_code_search:test", help="TASK[:SPLIT]")
+  ev.add_argument("--batch-size", type=int, default=64)
+  ev.add_argument("--quiet", action="store_true", help="no progress bar")
+  ev.set_defaults(func=_eval)
+
   train = sub.add_parser("train", help="train per a config file; extra --config.key=value "
                                         "arguments override config entries")
   train.add_argument("--config", required=True, help="configs/<name>.py[:arg]")
@@ -89,9 +121,22 @@ def build_parser() -> argparse.ArgumentParser:
   return parser
 
 
+def _init_distributed(args) -> None:
+  """Joins a multi-process run; must happen before anything touches a JAX device."""
+  import jax
+  if args.cpu_devices:
+    jax.config.update("jax_num_cpu_devices", args.cpu_devices)
+  if args.coordinator:
+    if args.cpu_devices:
+      jax.config.update("jax_cpu_collectives_implementation", "gloo")
+    jax.distributed.initialize(args.coordinator, num_processes=args.num_processes,
+                               process_id=args.process_id)
+
+
 def main(argv: list[str] | None = None) -> None:
   parser = build_parser()
   args, extra = parser.parse_known_args(argv)
+  _init_distributed(args)
   if getattr(args, "takes_overrides", False):
     bad = [a for a in extra if not a.startswith("--config.")]
     if bad:

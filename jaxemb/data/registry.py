@@ -22,6 +22,7 @@ def register_dataset(name: str, factory: Callable[..., tuple[Any, Callable | Non
 def make_train_batches(config, sharding: jax.sharding.NamedSharding,
                        pretrained=None) -> GlobalBatches:
   """Resumable global batches for `config.data` (name + options)."""
+  import jaxemb.data.code_search  # noqa: F401  (registers the built-in code-search dataset)
   name = config.data.name
   if name not in DATASETS:
     raise ValueError(f"unknown dataset {name!r}; available: {sorted(DATASETS)}")

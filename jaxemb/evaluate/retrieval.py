@@ -168,7 +168,8 @@ def exact_top_k(
   P = jax.sharding.PartitionSpec
   queries = jax.device_put(queries, jax.sharding.NamedSharding(mesh, P("data")))
   corpus = jax.device_put(corpus, jax.sharding.NamedSharding(mesh, P()))
-  scores, indices = _sharded_top_k_fn(mesh, k, chunk, num_c)(queries, corpus)
+  with jax.set_mesh(mesh):  # its own 1-D mesh, also when called inside a training mesh
+    scores, indices = _sharded_top_k_fn(mesh, k, chunk, num_c)(queries, corpus)
   return _to_host(scores)[:num_q], _to_host(indices)[:num_q]
 
 

@@ -119,9 +119,10 @@ def load_hf_weights(encoder: TransformerEncoder, weights: dict[str, np.ndarray],
     value = np.asarray(weights[full])
     value = value.T if transpose else value
     var = _variable(encoder, path)
-    if value.shape != var.value.shape:
-      raise ValueError(f"weight {full!r} has shape {value.shape}, expected {var.value.shape}")
-    var.value = value.astype(var.value.dtype)
+    current = var.get_value()
+    if value.shape != current.shape:
+      raise ValueError(f"weight {full!r} has shape {value.shape}, expected {current.shape}")
+    var.set_value(value.astype(current.dtype))
   unexpected = sorted(k for k in weights if k not in expected
                       and k.removeprefix(prefix) not in IGNORED_KEYS
                       and not k.startswith("cls."))  # masked-LM head of pre-training checkpoints
@@ -133,6 +134,6 @@ def hf_weights(encoder: TransformerEncoder) -> dict[str, np.ndarray]:
   """The encoder's parameters as an HF BERT state dict (float32, torch layouts)."""
   out = {}
   for key, path, transpose in weight_table(encoder.cfg):
-    value = np.asarray(_variable(encoder, path).value, dtype=np.float32)
+    value = np.asarray(_variable(encoder, path).get_value(), dtype=np.float32)
     out[key] = np.ascontiguousarray(value.T if transpose else value)
   return out

@@ -129,6 +129,10 @@ def load_pretrained(name_or_path: str | os.PathLike, *, dtype: str = "float32",
   module = SentenceEmbedder(encoder, Pooler(kind, cfg.hidden_size, rngs=rngs),
                             normalize=normalize)
   tokenizer = tokenizers.Tokenizer.from_file(str(tokenizer_file))
+  # tokenizer.json may pin padding/truncation (MiniLM's pads everything to 128): encode()
+  # pads per batch itself and truncates at max_seq_length, as sentence-transformers does.
+  tokenizer.no_padding()
+  tokenizer.enable_truncation(max_length=int(max_len))
   return EmbeddingModel(module=module, tokenizer=tokenizer, max_seq_length=int(max_len),
                         name=str(name_or_path), encoder_config=hf_config)
 

@@ -12,9 +12,10 @@ def register_eval_hook(name: str, factory: Callable[..., Callable]) -> None:
   EVAL_HOOKS[name] = factory
 
 
-def make_evaluator(config, pretrained=None) -> Callable[[Any, int], dict] | None:
-  """Combines the configured evaluators into one callable, or None when there are none."""
-  specs = list(config.get("evaluators") or [])
+def make_evaluator(specs, pretrained=None) -> Callable[[Any, int], dict] | None:
+  """Combines evaluator specs ({"name": ..., **options}) into one callable (None if none)."""
+  import jaxemb.data.code_search  # noqa: F401  (registers the built-in task's hooks)
+  specs = list(specs or [])
   if not specs:
     return None
   hooks = []

@@ -40,7 +40,8 @@ CONFIG_KEYS = {
     "seed", "model", "data", "objective", "optim", "mesh", "logical_axis_rules", "batch_size",
     "total_steps", "stop_at_step", "log_every", "checkpoint_every", "keep_checkpoints",
     "best_metric", "best_mode", "async_checkpoint", "microbatches", "gradcache_chunk",
-    "nonfinite", "eval_every", "evaluators", "export", "config_spec", "progress",
+    "nonfinite", "eval_every", "evaluators", "final_evaluators", "export", "config_spec",
+    "progress",
 }
 SECTION_KEYS = {
     "model": {"encoder", "encoder_options", "pooling", "pooling_options", "normalize",
@@ -143,6 +144,20 @@ def embedder_from_state(graphdef, rest, state) -> nnx.Module:
   return nnx.merge(graphdef, nnx.State(state["params"]["model"]), nnx.State(rest))
 
 
+def export(graphdef, rest, state, pretrained, directory: str) -> str:
+  """Writes the trained model as a sentence-transformers directory (process 0 only)."""
+  if pretrained is None:
+    raise ValueError("config.export needs config.model.pretrained (for the tokenizer)")
+  from jaxemb.model import EmbeddingModel
+  from jaxemb.pretrained.sentence_transformers import save_pretrained
+  embedder = embedder_from_state(graphdef, rest, {"params": jax.device_get(state["params"])})
+  model = EmbeddingModel(embedder, pretrained.tokenizer, pretrained.max_seq_length,
+                         name=directory, encoder_config=pretrained.encoder_config)
+  if jax.process_index() == 0:
+    save_pretrained(model, directory)
+  return directory
+
+
 # ---------------------------------------------------------------------------------------------
 # The loop.
 # ---------------------------------------------------------------------------------------------
@@ -211,12 +226,18 @@ def run(config: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:
                              gradcache_chunk=config.gradcache_chunk)(state, batch)
 
     step_fn = jax.jit(traced_step, donate_argnums=0, out_shardings=(shardings, None))
-    evaluate = make_evaluator(config, pretrained)
+    evaluate = make_evaluator(config.get("evaluators"), pretrained)
+    evaluate_final = make_evaluator(config.get("final_evaluators"), pretrained)
 
     start = int(state["step"])
     stop = config.stop_at_step or config.total_steps
     writer = MetricsWriter(workdir, stop, start, show_progress=config.get("progress", True))
-    summary = {"step": start, "metrics": {}, "eval": {}, "preempted": False}
+    summary = {"step": start, "metrics": {}, "eval": {}, "preempted": False,
+               "eval_start": {}, "eval_end": {}}
+    if evaluate_final is not None and start == 0:
+      log.info("evaluating the initial model")
+      summary["eval_start"] = evaluate_final(embedder_from_state(graphdef, rest, state), 0)
+      writer.write(0, summary["eval_start"])
     try:
       with _Preemption() as preemption:
         tick, tick_step = time.perf_counter(), start
@@ -248,6 +269,15 @@ def run(config: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:
             summary["preempted"] = True
             log.warning("SIGTERM: saved step %d, exiting", step)
             break
+      finished = summary["step"] == config.total_steps and not summary["preempted"]
+      if finished and evaluate_final is not None:
+        log.info("evaluating the final model")
+        summary["eval_end"] = evaluate_final(embedder_from_state(graphdef, rest, state),
+                                             summary["step"])
+        writer.write(summary["step"], summary["eval_end"])
+      if finished and config.get("export"):
+        summary["export"] = export(graphdef, rest, state, pretrained,
+                                   os.path.join(workdir, "export"))
     finally:
       ckpt.close()
       writer.close()

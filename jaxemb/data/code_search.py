@@ -1,0 +1,205 @@
+"""The embedded code-search task: docstring -> code retrieval on the stdlib corpus.
+
+Registers
+  - training dataset "stdlib_code_search" (`config.data.name`): tokenised (query, code) pairs;
+  - evaluation task "stdlib_code_search" (`jaxemb eval --task stdlib_code_search:test`):
+    every docstring of a split is a query, every code snippet of that split the corpus, and
+    the query's own function is its one relevant document;
+  - training eval hooks "code_search" (the model) and "bm25" (the lexical baseline).
+"""
+
+from __future__ import annotations
+
+import functools
+import re
+from typing import Any, Callable
+
+import numpy as np
+
+from jaxemb.data import registry as data_registry
+from jaxemb.data.builders import stdlib_code_search as corpus_builder
+from jaxemb.evaluate import registry as eval_registry
+from jaxemb.evaluate.retrieval import evaluate_retrieval
+from jaxemb.evaluate.rank import rankme
+
+TASK = "stdlib_code_search"
+
+
+@functools.lru_cache(maxsize=8)
+def load_split(split: str, data_dir: str | None = None) -> tuple[list[str], list[str]]:
+  """(queries, codes) of a split as str lists (built into the data dir on first use)."""
+  source = corpus_builder.load(split, data_dir)
+  rows = [corpus_builder.decode(source[i]) for i in range(len(source))]
+  return [r["query"] for r in rows], [r["code"] for r in rows]
+
+
+def retrieval_data(split: str, data_dir: str | None = None) -> dict[str, Any]:
+  """The retrieval evaluator's data for `split`: query i's relevant document is code i."""
+  queries, codes = load_split(split, data_dir)
+  return {"queries": queries, "corpus": codes, "relevant": [{i} for i in range(len(queries))]}
+
+
+def parse_task(spec: str) -> tuple[str, str]:
+  """"stdlib_code_search:test" -> ("stdlib_code_search", "test") (default split: test)."""
+  name, _, split = spec.partition(":")
+  eval_registry.get_task(name)  # raises, listing the available tasks
+  return name, split or "test"
+
+
+# ---------------------------------------------------------------------------------------------
+# Training data: tokenised pairs padded to a short ladder of lengths (few compiled shapes).
+# ---------------------------------------------------------------------------------------------
+
+def _pad_batch(ids: list[list[int]], ladder: tuple[int, ...], pad_id: int):
+  longest = max(len(x) for x in ids)
+  length = next((l for l in ladder if l >= longest), ladder[-1])
+  out = np.full((len(ids), length), pad_id, np.int32)
+  mask = np.zeros((len(ids), length), np.int32)
+  for row, x in enumerate(ids):
+    x = x[:length]
+    out[row, :len(x)] = x
+    mask[row, :len(x)] = 1
+  return out, mask
+
+
+def tokenized_pairs(tokenizer, *, query_lengths: tuple[int, ...], code_lengths: tuple[int, ...],
+                    pad_id: int = 0) -> Callable[[dict], dict]:
+  """Batch transform: {"query": bytes[B], "code": bytes[B], ...} -> padded ids and masks.
+
+  Each side is truncated at the last length of its ladder and padded to the smallest ladder
+  length that fits the batch's longest text.
+  """
+  def encode(texts, max_len):
+    tokenizer.no_padding()
+    tokenizer.enable_truncation(max_length=max_len)
+    return [e.ids for e in tokenizer.encode_batch(
+        [t.decode("utf-8") if isinstance(t, bytes) else str(t) for t in texts])]
+
+  def transform(batch: dict) -> dict:
+    q_ids, q_mask = _pad_batch(encode(batch["query"], query_lengths[-1]), query_lengths, pad_id)
+    c_ids, c_mask = _pad_batch(encode(batch["code"], code_lengths[-1]), code_lengths, pad_id)
+    return {"query_ids": q_ids, "query_mask": q_mask, "doc_ids": c_ids, "doc_mask": c_mask}
+
+  return transform
+
+
+class _TextPairs:
+  """Random-access (query, code) pairs of a split, as numpy bytes (stackable into batches)."""
+
+  def __init__(self, split: str, data_dir: str | None):
+    self._source = corpus_builder.load(split, data_dir)
+
+  def __len__(self) -> int:
+    return len(self._source)
+
+  def __getitem__(self, index: int) -> dict[str, np.ndarray]:
+    row = self._source[index]
+    return {"query": np.asarray(row["query"], dtype=object),
+            "code": np.asarray(row["code"], dtype=object)}
+
+
+def _train_dataset(options: dict, pretrained) -> tuple[Any, Callable]:
+  if pretrained is None:
+    raise ValueError("the stdlib_code_search dataset needs a tokenizer: set "
+                     "config.model.pretrained to a model name or directory")
+  options = dict(options)
+  split = options.pop("split", "train")
+  data_dir = options.pop("data_dir", None) or None
+  query_lengths = tuple(options.pop("query_lengths", (16, 32)))
+  code_lengths = tuple(options.pop("code_lengths", (64, 128)))
+  if options:
+    raise ValueError(f"unknown stdlib_code_search option(s) {sorted(options)}; valid: "
+                     "split, data_dir, query_lengths, code_lengths")
+  transform = tokenized_pairs(pretrained.tokenizer, query_lengths=query_lengths,
+                              code_lengths=code_lengths, pad_id=pretrained.pad_token_id)
+  return _TextPairs(split, data_dir), transform
+
+
+# ---------------------------------------------------------------------------------------------
+# Evaluation.
+# ---------------------------------------------------------------------------------------------
+
+def evaluate_model(embed_fn: Callable[[list[str]], np.ndarray], split: str,
+                   data_dir: str | None = None) -> dict[str, float]:
+  """Retrieval metrics of `embed_fn` on `split`, plus RankMe of the corpus embeddings."""
+  data = retrieval_data(split, data_dir)
+  corpus_emb = {}
+
+  def embed_corpus(texts):
+    corpus_emb["emb"] = embed_fn(texts)
+    return corpus_emb["emb"]
+
+  metrics = evaluate_retrieval(embed_fn, embed_corpus, data["queries"], data["corpus"],
+                               data["relevant"])
+  metrics["rankme"] = rankme(corpus_emb["emb"])
+  return metrics
+
+
+_WORD = re.compile(r"[A-Za-z]+|\d+")
+
+
+def code_tokens(text: str) -> list[str]:
+  """Lexical tokens for BM25: identifiers split at '_' and camelCase, lower-cased."""
+  words = []
+  for token in _WORD.findall(text):
+    words.extend(w.lower() for w in re.findall(r"[A-Z]?[a-z]+|[A-Z]+(?![a-z])|\d+", token))
+  return words
+
+
+def bm25_metrics(split: str, data_dir: str | None = None, *, k1: float = 1.2,
+                 b: float = 0.75) -> dict[str, float]:
+  """Lexical baseline: BM25 (Okapi, via the optional `bm25s` package) on the same split."""
+  try:
+    import bm25s
+  except ImportError as e:
+    raise ImportError("the BM25 baseline needs the optional package bm25s: "
+                      "pip install bm25s") from e
+  from jaxemb.evaluate.retrieval import retrieval_metrics
+  data = retrieval_data(split, data_dir)
+  retriever = bm25s.BM25(k1=k1, b=b)
+  retriever.index([code_tokens(c) for c in data["corpus"]], show_progress=False)
+  depth = min(100, len(data["corpus"]))
+  ranked, _ = retriever.retrieve([code_tokens(q) or ["_"] for q in data["queries"]], k=depth,
+                                 show_progress=False, n_threads=1)
+  return retrieval_metrics(np.asarray(ranked), data["relevant"])
+
+
+def _model_hook(options: dict, pretrained) -> Callable:
+  """Training eval hook: retrieval on `options["split"]` with the current parameters."""
+  from jaxemb.encode import encode
+  from jaxemb.model import EmbeddingModel
+  split = options.get("split", "validation")
+  data_dir = options.get("data_dir") or None
+  batch_size = options.get("batch_size", 64)
+  if pretrained is None:
+    raise ValueError("the code_search evaluator needs config.model.pretrained (a tokenizer)")
+
+  def hook(embedder, step):
+    model = EmbeddingModel(embedder, pretrained.tokenizer, pretrained.max_seq_length)
+    embed = lambda texts: encode(model, texts, batch_size=batch_size, show_progress=False)
+    return eval_registry.prefix_metrics(split, evaluate_model(embed, split, data_dir))
+
+  return hook
+
+
+def _bm25_hook(options: dict, pretrained) -> Callable:
+  split = options.get("split", "test")
+  metrics = {}
+
+  def hook(embedder, step):
+    if not metrics:  # the baseline does not change during training
+      metrics.update(eval_registry.prefix_metrics(f"{split}_bm25", bm25_metrics(split)))
+    return metrics
+
+  return hook
+
+
+def _register() -> None:
+  from jaxemb.train.evaluation import register_eval_hook
+  data_registry.register_dataset(TASK, _train_dataset)
+  eval_registry.register_task(TASK, retrieval_data)
+  register_eval_hook("code_search", _model_hook)
+  register_eval_hook("bm25", _bm25_hook)
+
+
+_register()
