@@ -6,7 +6,7 @@
     jaxemb.save_pretrained(model, "out/")                    # sentence-transformers directory
 """
 
-from jaxemb.encode import encode
+from jaxemb.encoding import encode
 from jaxemb.model import EmbeddingModel
 from jaxemb.pretrained.sentence_transformers import load_pretrained, save_pretrained
 

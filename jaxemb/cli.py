@@ -62,6 +62,41 @@ def _train(args, overrides: list[str]) -> None:
   summary = run(config, args.workdir)
   final = {k: v for k, v in summary["metrics"].items() if k in ("loss", "accuracy", "lr")}
   print(f"step {summary['step']}: {final}" + (" (preempted)" if summary["preempted"] else ""))
+  table = comparison_table(args.workdir)
+  if table:
+    print(table)
+  if summary.get("export"):
+    print(f"exported a sentence-transformers model to {summary['export']}")
+
+
+def comparison_table(workdir: str, metrics=("mrr@10", "ndcg@10", "recall@1", "recall@10",
+                                            "recall@100")) -> str:
+  """Zero-shot vs fine-tuned (vs lexical baseline) from the run's final-evaluation rows.
+
+  Reads `metrics.jsonl`: the evaluation rows written at step 0 and at the last step.
+  """
+  from jaxemb.train.metrics import read_metrics
+  rows = [r for r in read_metrics(workdir) if any("/" in k for k in r)]
+  if not rows:
+    return ""
+  last_step = max(r["step"] for r in rows)
+  start = {k: v for r in rows if r["step"] == 0 for k, v in r.items()}
+  end = {k: v for r in rows if r["step"] == last_step for k, v in r.items()}
+  columns = []  # (label, row, prefix)
+  for prefix in sorted({k.split("/")[0] for k in start if "/" in k}):
+    if prefix.endswith("_bm25"):
+      columns.append((f"BM25 (lexical), {prefix.removesuffix('_bm25')}", start, prefix))
+    elif last_step > 0:
+      columns.append((f"zero-shot, {prefix}", start, prefix))
+      columns.append((f"fine-tuned (step {last_step}), {prefix}", end, prefix))
+  if not columns:
+    return ""
+  width = max(len(c[0]) for c in columns)
+  lines = [" " * width + "".join(f"{m:>12}" for m in metrics)]
+  for label, row, prefix in columns:
+    lines.append(f"{label:<{width}}" + "".join(
+        f"{row.get(f'{prefix}/{m}', float('nan')):>12.4f}" for m in metrics))
+  return "\n".join(lines)
 
 
 def _eval(args) -> None:
@@ -90,6 +125,9 @@ def build_parser() -> argparse.ArgumentParser:
   dist.add_argument("--process-id", type=int, default=0)
   dist.add_argument("--cpu-devices", type=int, default=0,
                     help="CPU devices per process (CPU-only multi-process runs)")
+  dist.add_argument("--auto-distributed", action="store_true",
+                    help="jax.distributed.initialize() with no arguments: the cluster (TPU pod, "
+                         "SLURM, ...) supplies coordinator and process ids")
   sub = parser.add_subparsers(dest="command", required=True)
 
   enc = sub.add_parser("encode", help="embed one text per line of a file into a .npy array")
@@ -126,7 +164,11 @@ def _init_distributed(args) -> None:
   import jax
   if args.cpu_devices:
     jax.config.update("jax_num_cpu_devices", args.cpu_devices)
-  if args.coordinator:
+  if args.auto_distributed:
+    if args.coordinator:
+      raise ValueError("give either --auto-distributed or --coordinator, not both")
+    jax.distributed.initialize()
+  elif args.coordinator:
     if args.cpu_devices:
       jax.config.update("jax_cpu_collectives_implementation", "gloo")
     jax.distributed.initialize(args.coordinator, num_processes=args.num_processes,

@@ -166,7 +166,7 @@ def bm25_metrics(split: str, data_dir: str | None = None, *, k1: float = 1.2,
 
 def _model_hook(options: dict, pretrained) -> Callable:
   """Training eval hook: retrieval on `options["split"]` with the current parameters."""
-  from jaxemb.encode import encode
+  from jaxemb.encoding import encode
   from jaxemb.model import EmbeddingModel
   split = options.get("split", "validation")
   data_dir = options.get("data_dir") or None

@@ -63,6 +63,10 @@ class TransformerConfig:
     _check_choice("hidden_act", self.hidden_act, tuple(_ACTIVATIONS))
     _check_choice("dtype", self.dtype, tuple(_DTYPES))
     _check_choice("param_dtype", self.param_dtype, tuple(_DTYPES))
+    for name in ("vocab_size", "hidden_size", "num_layers", "num_heads", "intermediate_size",
+                 "max_position_embeddings"):
+      if getattr(self, name) < 1:
+        raise ValueError(f"{name} must be a positive integer, got {getattr(self, name)}")
     if self.hidden_size % self.num_heads:
       raise ValueError(
           f"hidden_size={self.hidden_size} must be divisible by num_heads={self.num_heads}")

@@ -176,6 +176,12 @@ def save_pretrained(model: EmbeddingModel, directory: str | os.PathLike) -> Path
     (tmp / "config_sentence_transformers.json").write_text(
         json.dumps({"__version__": {"jaxemb": "0.1.0"}, "similarity_fn_name": "cosine"},
                    indent=2))
+    # mkdtemp makes the directory 0700 and safetensors writes 0600: give both the modes a plain
+    # mkdir / open would (umask applied), so others can read the model as with any other files.
+    umask = os.umask(0o022)
+    os.umask(umask)
+    os.chmod(tmp, 0o777 & ~umask)
+    os.chmod(tmp / "model.safetensors", 0o666 & ~umask)
     if directory.exists():
       # Swap in the new directory with renames so a reader never sees a half-written model.
       old = directory.with_name(f".{directory.name}.old")

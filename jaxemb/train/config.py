@@ -39,6 +39,9 @@ def _parse_value(text: str, current):
     value = ast.literal_eval(text)
   except (ValueError, SyntaxError):
     value = text
+  if isinstance(value, bool) and not isinstance(current, bool) and current is not None:
+    # bool is an int subclass: without this, `total_steps=True` would be accepted as 1.
+    raise ValueError(f"expected {type(current).__name__}, got {text!r}")
   if isinstance(current, float) and isinstance(value, int):
     value = float(value)
   if current is not None and not isinstance(value, type(current)):

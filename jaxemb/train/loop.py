@@ -63,7 +63,8 @@ def validate_config(config: ml_collections.ConfigDict) -> None:
     if bad:
       raise ValueError(f"unknown config key(s) {[f'{section}.{k}' for k in bad]}; "
                        f"valid: {sorted(keys)}")
-  for key in ("batch_size", "total_steps", "log_every", "checkpoint_every", "microbatches"):
+  for key in ("batch_size", "total_steps", "log_every", "checkpoint_every", "microbatches",
+              "keep_checkpoints"):
     if int(config[key]) < 1:
       raise ValueError(f"config.{key} must be >= 1, got {config[key]}")
   if config.nonfinite not in ("skip", "stop"):
@@ -230,6 +231,7 @@ def run(config: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:
     evaluate_final = make_evaluator(config.get("final_evaluators"), pretrained)
 
     start = int(state["step"])
+    skipped_at_start = int(state["skipped"])
     stop = config.stop_at_step or config.total_steps
     writer = MetricsWriter(workdir, stop, start, show_progress=config.get("progress", True))
     summary = {"step": start, "metrics": {}, "eval": {}, "preempted": False,
@@ -254,9 +256,12 @@ def run(config: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:
             writer.progress(step, loss=metrics["loss"], lr=metrics["lr"],
                             ex_per_s=metrics["examples_per_sec"])
             summary["metrics"] = metrics
-            if metrics["nonfinite"] and config.nonfinite == "stop":
-              raise FloatingPointError(f"non-finite loss or gradients at step {step} "
-                                       f"(loss={metrics['loss']}); stopping as configured")
+            # The cumulative count also catches skipped steps between two logged steps.
+            skipped = metrics["skipped_total"] - skipped_at_start
+            if skipped and config.nonfinite == "stop":
+              raise FloatingPointError(
+                  f"non-finite loss or gradients at {skipped} step(s) up to step {step} "
+                  f"(loss={metrics['loss']}); stopping as configured")
           if evaluate is not None and config.eval_every and (
               step % config.eval_every == 0 or last):
             eval_metrics = evaluate(embedder_from_state(graphdef, rest, state), step)

@@ -64,7 +64,9 @@ def logical_to_mesh(names: Sequence[str | None] | None,
   """PartitionSpec for logical axis names; a mesh axis is used at most once per array."""
   if names is None:
     return P()
-  table = dict(rules)
+  table: dict = {}
+  for name, axis in rules:
+    table.setdefault(name, axis)  # first match wins (dict(rules) would keep the last)
   used, spec = set(), []
   for name in names:
     axis = table.get(name) if name is not None else None

@@ -1,0 +1,254 @@
+"""Tests for jaxemb.encode on a tiny random model with a character-level tokenizer.
+
+The reference for `encode` is the encoder and pooler called on each text alone (no batching,
+sorting, bucketing, row padding or sharding), so any effect of those on the result shows up.
+
+Compiles dominate the run time on a shared CPU, so the tests keep to few shapes: max length 16
+(buckets 8, 12, 16) and batch sizes <= 8 where possible (always 8 rows over the 8 devices).
+"""
+
+import functools
+import string
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+import tokenizers
+from flax import nnx
+from tokenizers import models, normalizers, pre_tokenizers, processors
+
+import jaxemb
+from jaxemb.model import EmbeddingModel
+from jaxemb.nn.embedder import SentenceEmbedder
+from jaxemb.nn.pooling import Pooler
+from jaxemb.nn.transformer import TransformerConfig, TransformerEncoder
+
+from jaxemb import encoding as encode_module  # bucketing and the compiled-function cache
+
+MAX_LEN = 16
+
+
+def tiny_tokenizer() -> tokenizers.Tokenizer:
+  """BERT-style WordPiece over single characters: a word of n letters is n tokens."""
+  vocab = (["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"] + list(string.ascii_lowercase)
+           + list(string.digits) + list(".,!?'-") + ["##" + c for c in string.ascii_lowercase])
+  tok = tokenizers.Tokenizer(models.WordPiece({t: i for i, t in enumerate(vocab)},
+                                              unk_token="[UNK]"))
+  tok.normalizer = normalizers.BertNormalizer(lowercase=True)
+  tok.pre_tokenizer = pre_tokenizers.BertPreTokenizer()
+  tok.post_processor = processors.TemplateProcessing(
+      single="[CLS] $A [SEP]", special_tokens=[("[CLS]", 2), ("[SEP]", 3)])
+  return tok
+
+
+def tiny_model(pooling="mean") -> EmbeddingModel:
+  cfg = TransformerConfig(vocab_size=100, hidden_size=32, num_layers=2, num_heads=4,
+                          intermediate_size=64, max_position_embeddings=MAX_LEN)
+  rngs = nnx.Rngs(0)
+  module = SentenceEmbedder(TransformerEncoder(cfg, rngs=rngs), Pooler(pooling, 32, rngs=rngs))
+  return EmbeddingModel(module=module, tokenizer=tiny_tokenizer(), max_seq_length=MAX_LEN,
+                        name="tiny")
+
+
+@pytest.fixture(scope="module")
+def model():
+  return tiny_model()
+
+
+def _texts(n, seed=0):
+  """Varied texts of 2 to ~20 tokens (some past MAX_LEN): words of random letters."""
+  rng = np.random.default_rng(seed)
+  out = []
+  for _ in range(n):
+    words = ["".join(rng.choice(list(string.ascii_lowercase), rng.integers(1, 4)))
+             for _ in range(rng.integers(0, 7))]
+    out.append(" ".join(words))
+  return out
+
+
+def _alone(model, text, normalize=True):
+  """One text through encoder + pooler, in a batch of its own: the reference for `encode`.
+
+  Right-padded to MAX_LEN so every call has one shape (the encoder's padding invariance is
+  tested against numpy in test_transformer.py).
+  """
+  ids = tiny_tokenizer().encode(text).ids  # a fresh tokenizer: no truncation configured
+  if len(ids) > MAX_LEN:
+    ids = ids[:MAX_LEN - 1] + [3]  # truncation keeps the final [SEP]
+  mask = np.zeros((1, MAX_LEN), np.int32)
+  mask[0, :len(ids)] = 1
+  ids = jnp.asarray([ids + [0] * (MAX_LEN - len(ids))], jnp.int32)
+  graphdef, state = nnx.split(model.module)
+  pooled = np.asarray(_encode_and_pool(graphdef, state, ids, jnp.asarray(mask)), np.float64)[0]
+  return pooled / np.linalg.norm(pooled) if normalize else pooled
+
+
+@functools.partial(jax.jit, static_argnums=0)
+def _encode_and_pool(graphdef, state, ids, mask):
+  # One compile for all reference calls (eager dispatch would compile every op on its own).
+  module = nnx.merge(graphdef, state)
+  return module.pooler(module.encoder(ids, mask).last_hidden_state, mask)
+
+
+# ------------------------------------------------------------------------------------------------
+# Results do not depend on batching, bucketing or order.
+# ------------------------------------------------------------------------------------------------
+
+
+def test_encode_matches_module_on_each_text_alone(model):
+  texts = _texts(12, seed=1) + ["", "hello world!"]
+  got = jaxemb.encode(model, texts, batch_size=8)
+  assert got.dtype == np.float32 and got.shape == (len(texts), 32)
+  want = np.stack([_alone(model, t) for t in texts])
+  np.testing.assert_allclose(got, want, atol=1e-6)
+  np.testing.assert_allclose(np.linalg.norm(got, axis=1), 1.0, atol=1e-6)
+
+
+def test_batch_size_does_not_change_results(model):
+  texts = _texts(40, seed=2)
+  big = jaxemb.encode(model, texts, batch_size=64)  # one forward pass of 64 rows
+  one = jaxemb.encode(model, texts, batch_size=1)
+  odd = jaxemb.encode(model, texts, batch_size=7)  # batches mixing lengths and buckets
+  np.testing.assert_allclose(one, big, atol=1e-6)
+  np.testing.assert_allclose(odd, big, atol=1e-6)
+
+
+def test_shuffled_input_gives_the_same_rows(model):
+  texts = _texts(40, seed=3)
+  perm = np.random.default_rng(0).permutation(len(texts))
+  base = jaxemb.encode(model, texts, batch_size=8)
+  shuffled = jaxemb.encode(model, [texts[i] for i in perm], batch_size=8)
+  np.testing.assert_allclose(shuffled, base[perm], atol=1e-6)
+
+
+def test_duplicates_give_identical_rows(model):
+  got = jaxemb.encode(model, ["abc de", "x", "abc de"] * 3, batch_size=4)
+  np.testing.assert_allclose(got[0], got[2], atol=1e-6)
+  np.testing.assert_allclose(got[0], got[8], atol=1e-6)
+  assert not np.allclose(got[0], got[1], atol=1e-3)
+
+
+def test_truncation_at_max_seq_length(model):
+  words = "the quick brown fox jumps".split() * 3
+  long_text = " ".join(words)
+  ids = tiny_tokenizer().encode(long_text).ids  # `encode` configures truncation on its own
+  assert len(ids) > 2 * MAX_LEN
+  # Word pieces are single characters, so the first MAX_LEN - 2 of them are a prefix we can
+  # spell out; the truncated text must embed like that prefix.
+  pieces = tiny_tokenizer().encode(long_text).tokens[1:MAX_LEN - 1]
+  prefix = "".join(p[2:] if p.startswith("##") else " " + p for p in pieces).strip()
+  assert tiny_tokenizer().encode(prefix).ids == ids[:MAX_LEN - 1] + [3]
+  got = jaxemb.encode(model, [long_text, prefix])
+  np.testing.assert_allclose(got[0], got[1], atol=1e-6)
+
+
+def test_normalize_false_returns_the_pooled_mean(model):
+  texts = ["hello world", "a b c d e f g", ""]
+  raw = jaxemb.encode(model, texts, normalize=False)
+  want = np.stack([_alone(model, t, normalize=False) for t in texts])
+  np.testing.assert_allclose(raw, want, atol=1e-6)
+  assert not np.allclose(np.linalg.norm(raw, axis=1), 1.0, atol=1e-2)
+
+
+# ------------------------------------------------------------------------------------------------
+# Bucketing keeps the number of compiled shapes bounded.
+# ------------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("max_len", [5, 8, 64, 128, 256, 300, 512])
+def test_bucket_lengths_are_increasing_and_end_at_max(max_len):
+  buckets = encode_module.bucket_lengths(max_len)
+  assert buckets[-1] == max_len
+  assert all(a < b for a, b in zip(buckets, buckets[1:])), buckets
+  assert len(buckets) <= 27
+
+
+def test_bucket_is_the_smallest_that_fits():
+  buckets = encode_module.bucket_lengths(256)
+  for length in range(1, 257):
+    b = encode_module._bucket(length, buckets)
+    smaller = [x for x in buckets if x < b]
+    assert b >= length and (not smaller or smaller[-1] < length), (length, b)
+
+
+def test_encode_compiles_a_bounded_number_of_shapes(monkeypatch):
+  # A max-pooling model has its own graphdef, hence its own jit cache entries: the growth of
+  # the cache counts exactly the shapes this call compiled.
+  model = tiny_model("max")
+  texts = _texts(300, seed=5)
+  lengths = {len(ids) for ids in encode_module.tokenize(model, texts)}
+  buckets = encode_module.bucket_lengths(MAX_LEN)
+  assert len(lengths) > 2 * len(buckets)  # exact-length padding would compile more shapes
+  seen = []
+  real = encode_module._pooled
+
+  def recording(graphdef, state, input_ids, attention_mask):
+    seen.append(input_ids.shape)
+    return real(graphdef, state, input_ids, attention_mask)
+
+  monkeypatch.setattr(encode_module, "_pooled", recording)
+  before = real._cache_size()
+  jaxemb.encode(model, texts, batch_size=8)
+  shapes = set(seen)
+  assert len(seen) == -(-300 // 8)
+  assert {rows for rows, _ in shapes} == {8}
+  assert {length for _, length in shapes} == set(buckets)
+  # jit's own count of compiled variants agrees with the shapes we saw.
+  assert real._cache_size() - before == len(shapes)
+
+
+def test_small_inputs_pad_rows_to_a_power_of_two_over_devices():
+  assert encode_module._padded_rows(3, 64, 8) == 8
+  assert encode_module._padded_rows(9, 64, 8) == 16
+  assert encode_module._padded_rows(33, 64, 8) == 64
+  assert encode_module._padded_rows(100, 64, 8) == 64
+  assert encode_module._padded_rows(100, 12, 8) == 16  # rows must split over 8 devices
+
+
+# ------------------------------------------------------------------------------------------------
+# Bad and edge-case input.
+# ------------------------------------------------------------------------------------------------
+
+
+def test_empty_list_gives_zero_rows(model):
+  got = jaxemb.encode(model, [])
+  assert got.shape == (0, 32) and got.dtype == np.float32
+
+
+def test_empty_and_whitespace_strings_are_valid(model):
+  got = jaxemb.encode(model, ["", " ", "\t\n  ", "word"])
+  assert np.isfinite(got).all()
+  np.testing.assert_allclose(np.linalg.norm(got, axis=1), 1.0, atol=1e-6)
+  # All three tokenise to [CLS] [SEP] only.
+  np.testing.assert_allclose(got[1], got[0], atol=1e-6)
+  np.testing.assert_allclose(got[2], got[0], atol=1e-6)
+  np.testing.assert_allclose(got[0], _alone(model, ""), atol=1e-6)
+
+
+def test_tuple_and_generator_inputs(model):
+  want = jaxemb.encode(model, ["ab", "cd"])
+  np.testing.assert_array_equal(jaxemb.encode(model, ("ab", "cd")), want)
+  np.testing.assert_array_equal(jaxemb.encode(model, (t for t in ["ab", "cd"])), want)
+
+
+@pytest.mark.parametrize("bad, index, kind", [
+    (["ok", 3], 1, "int"),
+    ([None], 0, "NoneType"),
+    (["a", "b", b"bytes"], 2, "bytes"),
+])
+def test_non_string_element_raises_type_error_naming_index(model, bad, index, kind):
+  with pytest.raises(TypeError, match=rf"texts\[{index}\] is {kind}"):
+    jaxemb.encode(model, bad)
+
+
+@pytest.mark.parametrize("bad", ["a single string", b"bytes"])
+def test_a_bare_string_raises_type_error(model, bad):
+  with pytest.raises(TypeError, match="sequence of strings"):
+    jaxemb.encode(model, bad)
+
+
+@pytest.mark.parametrize("batch_size", [0, -3])
+def test_non_positive_batch_size(model, batch_size):
+  with pytest.raises(ValueError, match=f"batch_size must be >= 1, got {batch_size}"):
+    jaxemb.encode(model, ["a"], batch_size=batch_size)
