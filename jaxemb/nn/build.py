@@ -9,11 +9,13 @@ from flax import nnx
 
 from jaxemb.nn.embedder import SentenceEmbedder
 from jaxemb.nn.pooling import Pooler
+from jaxemb.nn.ssm import SSMConfig, SSMEncoder
 from jaxemb.nn.transformer import TransformerConfig, TransformerEncoder
 
-# name -> (config class, encoder class). Other encoders register themselves here.
+# name -> (config class, encoder class).
 ENCODERS: dict[str, tuple[type, Callable[..., nnx.Module]]] = {
     "transformer": (TransformerConfig, TransformerEncoder),
+    "ssm": (SSMConfig, SSMEncoder),
 }
 
 

@@ -9,9 +9,9 @@ time-invariant system with N complex modes (2N real states, conjugate pairs fold
 with A = -exp(log_A_real) + i A_imag (stable by construction), B = 1, step size
 dt = exp(log_dt) and Abar, Bbar from a zero-order-hold ("zoh") or bilinear discretisation.
 Unrolled, the layer is a causal convolution with kernel K[l] = 2 Re(C Abar^l Bbar), which
-`s4d_kernel` computes in O(H N L) work and O(H N sqrt(L)) memory (a factored Vandermonde
-product, see `_vandermonde`), and which the layer applies with an FFT of length 2L, so training
-costs O(L log L) per channel rather than attention's O(L^2). The same layer also runs as a
+`s4d_kernel` computes in O(H N L) work without ever materialising an [H, N, L] tensor (a
+factored Vandermonde product, see `_vandermonde`) and the layer applies with an FFT of length
+2L, so training costs O(L log L) per channel rather than attention's O(L^2). It also runs as a
 recurrence (`init_state` / `step`), one token at a time, with the same output.
 
 Parameter logical axes (see `jaxemb/nn/__init__.py`): "embed" for the width H, None for the

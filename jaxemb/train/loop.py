@@ -9,7 +9,6 @@
 
 from __future__ import annotations
 
-import json
 import logging
 import os
 import signal
@@ -26,6 +25,7 @@ from flax import nnx
 
 from jaxemb.data import registry as data_registry
 from jaxemb.nn.build import build_embedder
+from jaxemb.nn.transformer import TransformerEncoder
 from jaxemb.train import mesh as mesh_lib
 from jaxemb.train.checkpoint import Checkpointer, abstract_like
 from jaxemb.train.evaluation import make_evaluator
@@ -45,7 +45,7 @@ CONFIG_KEYS = {
 }
 SECTION_KEYS = {
     "model": {"encoder", "encoder_options", "pooling", "pooling_options", "normalize",
-              "pretrained", "dtype", "max_seq_length"},
+              "pretrained", "tokenizer", "dtype", "max_seq_length"},
     "optim": {"lr", "warmup_steps", "decay", "end_factor", "weight_decay", "b1", "b2", "eps",
               "clip_norm"},
     "objective": {"name", "scale", "learnable_scale", "max_scale", "bias", "symmetric",
@@ -72,6 +72,10 @@ def validate_config(config: ml_collections.ConfigDict) -> None:
   if config.stop_at_step and not 0 < config.stop_at_step <= config.total_steps:
     raise ValueError(f"config.stop_at_step={config.stop_at_step} must be in "
                      f"[1, total_steps={config.total_steps}]")
+  if config.get("export") and not config.model.get("pretrained") and (
+      config.model.encoder != "transformer"):
+    raise ValueError(f"config.export is set but encoder {config.model.encoder!r} has no "
+                     "sentence-transformers format; set export=False")
   if config.batch_size % config.microbatches:
     raise ValueError(f"config.batch_size={config.batch_size} is not divisible by "
                      f"config.microbatches={config.microbatches}")
@@ -82,18 +86,32 @@ def validate_config(config: ml_collections.ConfigDict) -> None:
 # ---------------------------------------------------------------------------------------------
 
 def _model_factory(config: ml_collections.ConfigDict) -> tuple[Callable[[jax.Array], Any], Any]:
-  """(make(key) -> SentenceEmbedder, pretrained EmbeddingModel or None)."""
+  """(make(key) -> SentenceEmbedder, EmbeddingModel giving the tokenizer, or None).
+
+  `model.pretrained` loads weights and tokenizer; otherwise the encoder is built from
+  `model.encoder` + `model.encoder_options` with random weights, and `model.tokenizer` (a model
+  name or directory) may lend it a tokenizer for text datasets and evaluators.
+  """
+  from jaxemb.pretrained.sentence_transformers import load_pretrained
   m = config.model
   if m.get("pretrained"):
-    from jaxemb.pretrained.sentence_transformers import load_pretrained
     pretrained = load_pretrained(m.pretrained, dtype=m.get("dtype", "float32"),
                                  max_seq_length=m.get("max_seq_length") or None)
     graphdef, params = nnx.split(pretrained.module)
     return (lambda key: nnx.merge(graphdef, params)), pretrained
-  return (lambda key: build_embedder(
+  make = lambda key: build_embedder(
       m.encoder, m.encoder_options.to_dict(), pooling=m.get("pooling", "mean"),
       pooling_options=m.get("pooling_options", {}), normalize=m.get("normalize", True),
-      rngs=nnx.Rngs(key))), None
+      rngs=nnx.Rngs(key))
+  if not m.get("tokenizer"):
+    return make, None
+  lender = load_pretrained(m.tokenizer, max_seq_length=m.get("max_seq_length") or None)
+  vocab = lender.tokenizer.get_vocab_size()
+  if m.encoder_options.get("vocab_size", vocab) < vocab:
+    raise ValueError(f"model.encoder_options.vocab_size={m.encoder_options.vocab_size} is "
+                     f"smaller than the {vocab} tokens of tokenizer {m.tokenizer!r}")
+  # Only the lender's tokenizer, limits and pad id are used, never its weights.
+  return make, lender
 
 
 def _logical_names(params: nnx.State) -> dict:
@@ -148,10 +166,13 @@ def embedder_from_state(graphdef, rest, state) -> nnx.Module:
 def export(graphdef, rest, state, pretrained, directory: str) -> str:
   """Writes the trained model as a sentence-transformers directory (process 0 only)."""
   if pretrained is None:
-    raise ValueError("config.export needs config.model.pretrained (for the tokenizer)")
+    raise ValueError("config.export needs config.model.pretrained or model.tokenizer")
   from jaxemb.model import EmbeddingModel
   from jaxemb.pretrained.sentence_transformers import save_pretrained
   embedder = embedder_from_state(graphdef, rest, {"params": jax.device_get(state["params"])})
+  if not isinstance(embedder.encoder, TransformerEncoder):
+    raise ValueError(f"config.export: a {type(embedder.encoder).__name__} has no "
+                     "sentence-transformers format; only transformer encoders export")
   model = EmbeddingModel(embedder, pretrained.tokenizer, pretrained.max_seq_length,
                          name=directory, encoder_config=pretrained.encoder_config)
   if jax.process_index() == 0:
