@@ -27,6 +27,10 @@ def make_train_batches(config, sharding: jax.sharding.NamedSharding,
   if name not in DATASETS:
     raise ValueError(f"unknown dataset {name!r}; available: {sorted(DATASETS)}")
   options = {k: v for k, v in config.data.to_dict().items() if k != "name"}
-  source, transform = DATASETS[name](options, pretrained)
+  try:
+    source, transform = DATASETS[name](options, pretrained)
+  except TypeError as e:  # unknown keyword options of a dataset class
+    raise ValueError(f"bad config.data options {sorted(options)} for dataset {name!r}: {e}") \
+        from None
   return GlobalBatches(source, config.batch_size, seed=config.seed, sharding=sharding,
                        transform=transform)

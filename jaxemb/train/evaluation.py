@@ -21,7 +21,7 @@ def make_evaluator(specs, pretrained=None) -> Callable[[Any, int], dict] | None:
   hooks = []
   for spec in specs:
     spec = dict(spec)
-    name = spec.pop("name")
+    name = spec.pop("name", None)  # a spec without a name gets the listing, not a KeyError
     if name not in EVAL_HOOKS:
       raise ValueError(f"unknown evaluator {name!r}; available: {sorted(EVAL_HOOKS)}")
     hooks.append(EVAL_HOOKS[name](spec, pretrained))

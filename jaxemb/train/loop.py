@@ -99,8 +99,10 @@ def _model_factory(config: ml_collections.ConfigDict) -> tuple[Callable[[jax.Arr
                                  max_seq_length=m.get("max_seq_length") or None)
     graphdef, params = nnx.split(pretrained.module)
     return (lambda key: nnx.merge(graphdef, params)), pretrained
+  # model.dtype is the compute dtype of either path; encoder_options.dtype wins if given.
+  options = {"dtype": m.get("dtype", "float32"), **m.encoder_options.to_dict()}
   make = lambda key: build_embedder(
-      m.encoder, m.encoder_options.to_dict(), pooling=m.get("pooling", "mean"),
+      m.encoder, options, pooling=m.get("pooling", "mean"),
       pooling_options=m.get("pooling_options", {}), normalize=m.get("normalize", True),
       rngs=nnx.Rngs(key))
   if not m.get("tokenizer"):

@@ -1,0 +1,191 @@
+"""Launch scripts: syntax, the commands they build (fake gcloud/srun), and a real 2-process run."""
+
+import os
+import pathlib
+import shutil
+import socket
+import stat
+import subprocess
+import sys
+
+import jax
+import pytest
+from jax.experimental.compilation_cache import compilation_cache
+
+from jaxemb.train import loop
+from jaxemb.train.config import load_config
+from jaxemb.train.metrics import read_metrics
+
+REPO = pathlib.Path(__file__).resolve().parents[1]
+LAUNCH = REPO / "launch"
+SCRIPTS = ["local_multiprocess.sh", "tpu_pod.sh", "slurm_gpu.sbatch"]
+SMOKE = "configs/smoke.py:runlocal"
+
+
+@pytest.mark.parametrize("name", SCRIPTS)
+def test_script_parses(name):
+  result = subprocess.run(["bash", "-n", str(LAUNCH / name)], capture_output=True, text=True)
+  assert result.returncode == 0, result.stderr
+
+
+@pytest.mark.skipif(shutil.which("shellcheck") is None, reason="shellcheck not installed")
+def test_shellcheck_is_clean():
+  result = subprocess.run(["shellcheck", *[str(LAUNCH / name) for name in SCRIPTS]],
+                          capture_output=True, text=True)
+  assert result.returncode == 0, result.stdout
+
+
+def _fake(bin_dir: pathlib.Path, name: str, body: str) -> None:
+  path = bin_dir / name
+  path.write_text("#!/usr/bin/env bash\n" + body)
+  path.chmod(path.stat().st_mode | stat.S_IEXEC)
+
+
+def _recording_env(tmp_path, **extra):
+  """PATH with fakes first; each fake appends its argv (one arg per line) to a log."""
+  bin_dir = tmp_path / "bin"
+  bin_dir.mkdir()
+  log = tmp_path / "log"
+  record = f'printf "%s\\n" "$(basename "$0")" "$@" "--" >> {log}\n'
+  _fake(bin_dir, "gcloud", record)
+  _fake(bin_dir, "fakepython", record)
+  env = {**os.environ, "PATH": f"{bin_dir}:{os.environ['PATH']}", **extra}
+  return env, bin_dir, log
+
+
+def _calls(log: pathlib.Path) -> list[list[str]]:
+  calls, current = [], []
+  for line in log.read_text().splitlines():
+    if line == "--":
+      calls.append(current)
+      current = []
+    else:
+      current.append(line)
+  return calls
+
+
+def test_tpu_pod_runs_the_train_command_on_every_worker(tmp_path):
+  env, _, log = _recording_env(tmp_path, TPU_NAME="pod", ZONE="z1", PROJECT="p")
+  result = subprocess.run(
+      ["bash", str(LAUNCH / "tpu_pod.sh"), "configs/x.py:arg", "/mnt/runs/a b",
+       "--config.optim.lr=0.1"], env=env, capture_output=True, text=True)
+  assert result.returncode == 0, result.stderr
+  (call,) = _calls(log)
+  assert call[:5] == ["gcloud", "compute", "tpus", "tpu-vm", "ssh"]
+  assert {"pod", "--zone=z1", "--worker=all", "--project=p"} <= set(call)
+  (command,) = [a.removeprefix("--command=") for a in call if a.startswith("--command=")]
+  assert command.startswith("cd ~/jaxemb && python3 -m jaxemb.cli --auto-distributed train ")
+  # The remote shell must see the workdir with its space as one word.
+  assert "--workdir /mnt/runs/a\\ b" in command and "--config.optim.lr=0.1" in command
+
+
+def test_tpu_pod_needs_a_tpu_name(tmp_path):
+  env, _, _ = _recording_env(tmp_path, ZONE="z1")
+  env.pop("TPU_NAME", None)
+  result = subprocess.run(["bash", str(LAUNCH / "tpu_pod.sh"), "c.py", "w"], env=env,
+                          capture_output=True, text=True)
+  assert result.returncode != 0 and "TPU_NAME" in result.stderr
+
+
+@pytest.mark.parametrize("tasks, nodes, expect_gpu_pinning", [(4, 2, True), (2, 2, False)])
+def test_slurm_starts_one_process_per_task(tmp_path, tasks, nodes, expect_gpu_pinning):
+  env, bin_dir, log = _recording_env(
+      tmp_path, PYTHON="fakepython", PORT="4321", SLURM_JOB_NODELIST="gpu[07-08]",
+      SLURM_NTASKS=str(tasks), SLURM_JOB_NUM_NODES=str(nodes))
+  _fake(bin_dir, "scontrol", 'printf "gpu07\\ngpu08\\n"\n')
+  # srun: run the task once per process, as SLURM would, with its own ids.
+  _fake(bin_dir, "srun", f"""shift  # --kill-on-bad-exit=1
+for ((i = 0; i < {tasks}; i++)); do
+  SLURM_PROCID=$i SLURM_LOCALID=$((i % ({tasks} / {nodes}))) "$@" || exit 1
+done
+""")
+  _fake(bin_dir, "fakepython", f'echo "cuda=${{CUDA_VISIBLE_DEVICES:-all}}" >> {tmp_path}/seen\n'
+        f'printf "%s\\n" "$(basename "$0")" "$@" "--" >> {log}\n')
+  result = subprocess.run(
+      ["bash", str(LAUNCH / "slurm_gpu.sbatch"), "configs/x.py", "/shared/w",
+       "--config.seed=3"], env=env, capture_output=True, text=True)
+  assert result.returncode == 0, result.stderr
+  calls = _calls(log)
+  assert len(calls) == tasks
+  for i, call in enumerate(calls):
+    assert call == ["fakepython", "-m", "jaxemb.cli", "--coordinator", "gpu07:4321",
+                    "--num-processes", str(tasks), "--process-id", str(i), "train",
+                    "--config", "configs/x.py", "--workdir", "/shared/w", "--config.seed=3"]
+  seen = (tmp_path / "seen").read_text().split()
+  per_node = tasks // nodes
+  expected = [f"cuda={i % per_node}" if expect_gpu_pinning else "cuda=all" for i in range(tasks)]
+  assert seen == expected
+
+
+def test_local_multiprocess_starts_every_process(tmp_path):
+  env, _, log = _recording_env(tmp_path, PYTHON="fakepython", NUM_PROCESSES="3",
+                               DEVICES_PER_PROCESS="2", PORT="5555")
+  result = subprocess.run(["bash", str(LAUNCH / "local_multiprocess.sh"), "c.py", "w",
+                           "--config.seed=1"], env=env, capture_output=True, text=True)
+  assert result.returncode == 0, result.stderr
+  calls = sorted(_calls(log), key=lambda c: c[c.index("--process-id") + 1])
+  assert [c[c.index("--process-id") + 1] for c in calls] == ["0", "1", "2"]
+  for call in calls:
+    assert call[call.index("--coordinator") + 1] == "localhost:5555"
+    assert call[call.index("--num-processes") + 1] == "3"
+    assert call[call.index("--cpu-devices") + 1] == "2"
+    assert call[-5:] == ["--config", "c.py", "--workdir", "w", "--config.seed=1"]
+
+
+def test_local_multiprocess_fails_when_a_process_fails(tmp_path):
+  env, bin_dir, _ = _recording_env(tmp_path, PYTHON="fakepython")
+  _fake(bin_dir, "fakepython", 'exit 3\n')
+  result = subprocess.run(["bash", str(LAUNCH / "local_multiprocess.sh"), "c.py", "w"],
+                          env=env, capture_output=True, text=True)
+  assert result.returncode == 3
+
+
+# ---------------------------------------------------------------------------------------------
+# The real thing: 2 processes x 4 CPU devices equal 1 process x 8 devices.
+# ---------------------------------------------------------------------------------------------
+
+@pytest.fixture
+def compile_cache(tmp_path_factory):
+  """The session's persistent XLA cache (shared with test_train_loop's identical reference)."""
+  names = ("jax_compilation_cache_dir", "jax_persistent_cache_min_compile_time_secs",
+           "jax_persistent_cache_min_entry_size_bytes")
+  old = [getattr(jax.config, name) for name in names]
+  path = str(tmp_path_factory.getbasetemp() / "jax_cache")
+  for name, value in zip(names, (path, 0.0, -1)):
+    jax.config.update(name, value)
+  compilation_cache.reset_cache()
+  yield
+  for name, value in zip(names, old):
+    jax.config.update(name, value)
+  compilation_cache.reset_cache()
+
+
+def _free_port() -> int:
+  with socket.socket() as s:
+    s.bind(("localhost", 0))
+    return s.getsockname()[1]
+
+
+@pytest.mark.slow
+def test_two_processes_match_one_process(tmp_path, compile_cache):
+  env = {k: v for k, v in os.environ.items() if k != "XLA_FLAGS"}  # each process: 4 devices
+  env.update(PORT=str(_free_port()), PYTHON=sys.executable)
+  multi = tmp_path / "multi"
+  result = subprocess.run(
+      ["bash", str(LAUNCH / "local_multiprocess.sh"), SMOKE, str(multi),
+       "--config.progress=False"], cwd=REPO, env=env, capture_output=True, text=True,
+      timeout=400)
+  assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-4000:]
+  assert "step 20" in result.stdout
+
+  config = load_config(SMOKE)
+  config.progress = False
+  single = tmp_path / "single"
+  loop.run(config, str(single))  # this process: 1 process x 8 devices
+  multi_rows, single_rows = read_metrics(str(multi)), read_metrics(str(single))
+  assert [r["step"] for r in multi_rows] == [r["step"] for r in single_rows] == list(
+      range(1, 21))
+  for a, b in zip(multi_rows, single_rows):
+    assert a["loss"] == pytest.approx(b["loss"], rel=1e-5), a["step"]
+  # Both processes checkpointed into the one workdir: the checkpoint is complete.
+  assert sorted(os.listdir(multi / "checkpoints")) == ["10", "20"]
