@@ -32,17 +32,17 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
                 query_lengths=(16, 32), code_lengths=(64, 128))
   c.objective = dict(name="info_nce", scale=20.0, learnable_scale=False, max_scale=100.0,
                      bias=-10.0, symmetric=True, label_smoothing=0.0)
-  c.optim = dict(lr=1e-3, warmup_steps=30, decay="cosine", end_factor=0.0, weight_decay=0.01,
+  c.optim = dict(lr=1e-3, warmup_steps=20, decay="cosine", end_factor=0.0, weight_decay=0.01,
                  b1=0.9, b2=0.98, eps=1e-6, clip_norm=1.0)
   c.mesh = dict(data=-1, fsdp=1, tensor=1)
   c.logical_axis_rules = ()
-  c.batch_size = 64
+  c.batch_size = 32
   c.microbatches = 1
   c.gradcache_chunk = 0
-  c.total_steps = 300
+  c.total_steps = 200
   c.stop_at_step = 0
   c.log_every = 10
-  c.checkpoint_every = 200
+  c.checkpoint_every = 100
   c.keep_checkpoints = 1
   c.best_metric = ""
   c.best_mode = "max"

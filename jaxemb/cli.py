@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import argparse
+import json
+import os
 import sys
 
 import numpy as np
@@ -54,14 +56,22 @@ def _demo(args) -> None:
 def _train(args, overrides: list[str]) -> None:
   import logging
 
+  # Before the imports: absl (via orbax) calls logging.basicConfig() when imported, which made
+  # a later call a no-op and hid jaxemb's INFO lines (resume, evaluations). INFO only for our
+  # own loggers: the libraries' INFO output is noise here.
+  logging.basicConfig(format="%(levelname)s %(name)s: %(message)s")
+  logging.getLogger("jaxemb").setLevel(logging.INFO)
   from jaxemb.train.config import apply_overrides, load_config
   from jaxemb.train.loop import run
-  logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
   config = load_config(args.config)
   apply_overrides(config, overrides)
   summary = run(config, args.workdir)
   final = {k: v for k, v in summary["metrics"].items() if k in ("loss", "accuracy", "lr")}
-  print(f"step {summary['step']}: {final}" + (" (preempted)" if summary["preempted"] else ""))
+  if final:
+    print(f"step {summary['step']}: {final}" + (" (preempted)" if summary["preempted"] else ""))
+  else:
+    print(f"{args.workdir} is already at step {summary['step']}: nothing to train "
+          "(delete it to start over)")
   table = comparison_table(args.workdir)
   if table:
     print(table)
@@ -82,13 +92,19 @@ def comparison_table(workdir: str, metrics=("mrr@10", "ndcg@10", "recall@1", "re
   last_step = max(r["step"] for r in rows)
   start = {k: v for r in rows if r["step"] == 0 for k, v in r.items()}
   end = {k: v for r in rows if r["step"] == last_step for k, v in r.items()}
+  before, after = "before training", "after training"
+  config_file = os.path.join(workdir, "config.json")
+  if os.path.isfile(config_file):
+    with open(config_file) as f:
+      if json.load(f).get("model", {}).get("pretrained"):
+        before, after = "zero-shot", "fine-tuned"
   columns = []  # (label, row, prefix)
   for prefix in sorted({k.split("/")[0] for k in start if "/" in k}):
     if prefix.endswith("_bm25"):
       columns.append((f"BM25 (lexical), {prefix.removesuffix('_bm25')}", start, prefix))
     elif last_step > 0:
-      columns.append((f"zero-shot, {prefix}", start, prefix))
-      columns.append((f"fine-tuned (step {last_step}), {prefix}", end, prefix))
+      columns.append((f"{before}, {prefix}", start, prefix))
+      columns.append((f"{after} (step {last_step}), {prefix}", end, prefix))
   if not columns:
     return ""
   width = max(len(c[0]) for c in columns)
@@ -100,8 +116,6 @@ def comparison_table(workdir: str, metrics=("mrr@10", "ndcg@10", "recall@1", "re
 
 
 def _eval(args) -> None:
-  import json
-
   import jaxemb
   from jaxemb.data import code_search
   from jaxemb.evaluate import registry
@@ -119,6 +133,8 @@ def _eval(args) -> None:
 
 def build_parser() -> argparse.ArgumentParser:
   parser = argparse.ArgumentParser(prog="jaxemb", description=__doc__)
+  parser.add_argument("--no-compile-cache", action="store_true",
+                      help="do not keep compiled programs in ~/.cache/jaxemb/xla")
   dist = parser.add_argument_group("multi-process (see launch/)")
   dist.add_argument("--coordinator", help="host:port of process 0 (jax.distributed)")
   dist.add_argument("--num-processes", type=int, default=1)
@@ -159,9 +175,16 @@ def build_parser() -> argparse.ArgumentParser:
   return parser
 
 
-def _init_distributed(args) -> None:
-  """Joins a multi-process run; must happen before anything touches a JAX device."""
+def _init_jax(args) -> None:
+  """Persistent compile cache + multi-process set-up; before anything touches a device.
+
+  The cache makes every later `jaxemb ...` process skip the compiles of an earlier one (most of
+  a short CPU job's time); `JAX_COMPILATION_CACHE_DIR` or `--no-compile-cache` override it.
+  """
   import jax
+  if not args.no_compile_cache and "JAX_COMPILATION_CACHE_DIR" not in os.environ:
+    jax.config.update("jax_compilation_cache_dir",
+                      os.path.expanduser("~/.cache/jaxemb/xla"))
   if args.cpu_devices:
     jax.config.update("jax_num_cpu_devices", args.cpu_devices)
   if args.auto_distributed:
@@ -178,7 +201,7 @@ def _init_distributed(args) -> None:
 def main(argv: list[str] | None = None) -> None:
   parser = build_parser()
   args, extra = parser.parse_known_args(argv)
-  _init_distributed(args)
+  _init_jax(args)
   if getattr(args, "takes_overrides", False):
     bad = [a for a in extra if not a.startswith("--config.")]
     if bad:

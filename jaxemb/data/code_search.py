@@ -159,15 +159,28 @@ def bm25_metrics(split: str, data_dir: str | None = None, *, k1: float = 1.2,
   retriever = bm25s.BM25(k1=k1, b=b)
   retriever.index([code_tokens(c) for c in data["corpus"]], show_progress=False)
   depth = min(100, len(data["corpus"]))
-  ranked, _ = retriever.retrieve([code_tokens(q) or ["_"] for q in data["queries"]], k=depth,
+  query_tokens = [code_tokens(q) for q in data["queries"]]
+  ranked, _ = retriever.retrieve([t or ["_"] for t in query_tokens], k=depth,
                                  show_progress=False, n_threads=1)
-  return retrieval_metrics(np.asarray(ranked), data["relevant"])
+  ranked = np.asarray(ranked)
+  # A query without a single word scores every document 0: rank nothing (-1 = no result)
+  # rather than let the index order produce accidental hits.
+  ranked[[not t for t in query_tokens]] = -1
+  return retrieval_metrics(ranked, data["relevant"])
+
+
+def _check_hook_options(name: str, options: dict, valid: tuple[str, ...]) -> None:
+  # A misspelt option would otherwise silently evaluate the default split.
+  unknown = sorted(set(options) - set(valid))
+  if unknown:
+    raise ValueError(f"unknown {name} evaluator option(s) {unknown}; valid: {list(valid)}")
 
 
 def _model_hook(options: dict, pretrained) -> Callable:
   """Training eval hook: retrieval on `options["split"]` with the current parameters."""
   from jaxemb.encoding import encode
   from jaxemb.model import EmbeddingModel
+  _check_hook_options("code_search", options, ("split", "data_dir", "batch_size"))
   split = options.get("split", "validation")
   data_dir = options.get("data_dir") or None
   batch_size = options.get("batch_size", 64)
@@ -183,12 +196,15 @@ def _model_hook(options: dict, pretrained) -> Callable:
 
 
 def _bm25_hook(options: dict, pretrained) -> Callable:
+  _check_hook_options("bm25", options, ("split", "data_dir"))
   split = options.get("split", "test")
+  data_dir = options.get("data_dir") or None
   metrics = {}
 
   def hook(embedder, step):
     if not metrics:  # the baseline does not change during training
-      metrics.update(eval_registry.prefix_metrics(f"{split}_bm25", bm25_metrics(split)))
+      metrics.update(eval_registry.prefix_metrics(f"{split}_bm25",
+                                                  bm25_metrics(split, data_dir)))
     return metrics
 
   return hook

@@ -297,7 +297,10 @@ def run(config: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:
             summary["preempted"] = True
             log.warning("SIGTERM: saved step %d, exiting", step)
             break
-      finished = summary["step"] == config.total_steps and not summary["preempted"]
+      # Only a run that trained in this invocation evaluates and exports: rerunning a finished
+      # workdir changes nothing.
+      finished = (summary["step"] == config.total_steps and not summary["preempted"]
+                  and start < config.total_steps)
       if finished and evaluate_final is not None:
         log.info("evaluating the final model")
         summary["eval_end"] = evaluate_final(embedder_from_state(graphdef, rest, state),
