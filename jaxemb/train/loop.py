@@ -210,7 +210,10 @@ def run(config: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:
   """Trains per `config`, writing metrics.jsonl, config.json and checkpoints to `workdir`.
 
   Resumes from the latest checkpoint in `workdir` when there is one. Returns a summary:
-  {"step", "metrics" (last logged), "eval" (last evaluation), "preempted"}.
+  "step" (last step run), "metrics" (last logged), "eval" (last periodic evaluation),
+  "eval_start" / "eval_end" (final evaluators before and after training), "preempted",
+  "compilations" (of the train step), "export" (directory, when exported), and "state",
+  "model" (graphdef, rest) and "pretrained" for callers that continue in Python.
   """
   validate_config(config)
   os.makedirs(workdir, exist_ok=True)
@@ -259,11 +262,11 @@ def run(config: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:
     writer = MetricsWriter(workdir, stop, start, show_progress=config.get("progress", True))
     summary = {"step": start, "metrics": {}, "eval": {}, "preempted": False,
                "eval_start": {}, "eval_end": {}}
-    if evaluate_final is not None and start == 0:
-      log.info("evaluating the initial model")
-      summary["eval_start"] = evaluate_final(embedder_from_state(graphdef, rest, state), 0)
-      writer.write(0, summary["eval_start"])
     try:
+      if evaluate_final is not None and start == 0:
+        log.info("evaluating the initial model")
+        summary["eval_start"] = evaluate_final(embedder_from_state(graphdef, rest, state), 0)
+        writer.write(0, summary["eval_start"])
       with _Preemption() as preemption:
         tick, tick_step = time.perf_counter(), start
         for step in range(start + 1, stop + 1):
