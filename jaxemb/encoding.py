@@ -38,6 +38,22 @@ def _bucket(length: int, buckets: tuple[int, ...]) -> int:
   return buckets[bisect.bisect_left(buckets, length)]
 
 
+def pad_to_bucket(ids: Sequence[Sequence[int]], buckets: tuple[int, ...], pad_id: int,
+                  rows: int | None = None) -> tuple[np.ndarray, np.ndarray]:
+  """Right-pads token lists to the smallest bucket that fits the longest (int32 ids, mask).
+
+  Lists longer than the last bucket are cut to it; `rows` (>= len(ids)) adds all-padding rows.
+  """
+  length = _bucket(min(max(map(len, ids)), buckets[-1]), buckets)
+  out = np.full((rows or len(ids), length), pad_id, np.int32)
+  mask = np.zeros(out.shape, np.int32)
+  for row, x in enumerate(ids):
+    n = min(len(x), length)
+    out[row, :n] = x[:n]
+    mask[row, :n] = 1
+  return out, mask
+
+
 def _check_texts(texts) -> list[str]:
   if isinstance(texts, (str, bytes)):
     raise TypeError("texts must be a sequence of strings; wrap a single string in a list")
@@ -109,12 +125,7 @@ def encode(model: EmbeddingModel, texts: Sequence[str], *, batch_size: int = 64,
   with tqdm.tqdm(total=len(texts), desc="encode", unit="text", disable=not show_progress) as bar:
     for start in starts:
       batch = order[start:start + batch_size]
-      length = _bucket(int(lengths[batch[0]]), buckets)
-      input_ids = np.full((rows, length), model.pad_token_id, np.int32)
-      mask = np.zeros((rows, length), np.int32)
-      for row, i in enumerate(batch):
-        input_ids[row, :lengths[i]] = ids[i]
-        mask[row, :lengths[i]] = 1
+      input_ids, mask = pad_to_bucket([ids[i] for i in batch], buckets, model.pad_token_id, rows)
       out = _pooled(graphdef, state, jax.device_put(input_ids, rows_sharding),
                     jax.device_put(mask, rows_sharding))
       results.append((batch, out))  # dispatch is asynchronous; collect below

@@ -23,6 +23,7 @@ from jaxemb import cli
 from jaxemb.data import code_search as cs
 from jaxemb.data import registry as data_registry
 from jaxemb.data.builders import stdlib_code_search as scs
+from jaxemb.encoding import pad_to_bucket
 from jaxemb.evaluate import retrieval as retrieval_lib
 from jaxemb.train import evaluation
 from jaxemb.train import mesh as mesh_lib
@@ -72,20 +73,24 @@ def test_code_tokens_splits_identifiers(text, want):
   assert cs.code_tokens(text) == want
 
 
-def test_pad_batch_uses_the_smallest_fitting_ladder_length():
-  ids, mask = cs._pad_batch([[1, 2, 3], [4]], (4, 8), pad_id=9)
+def test_pad_to_bucket_uses_the_smallest_fitting_ladder_length():
+  ids, mask = pad_to_bucket([[1, 2, 3], [4]], (4, 8), pad_id=9)
   np.testing.assert_array_equal(ids, [[1, 2, 3, 9], [4, 9, 9, 9]])
   np.testing.assert_array_equal(mask, [[1, 1, 1, 0], [1, 0, 0, 0]])
   assert ids.dtype == np.int32 and mask.dtype == np.int32
   # Exactly a ladder length fits it; one more moves up a rung.
-  assert cs._pad_batch([[1] * 4], (4, 8), 0)[0].shape == (1, 4)
-  assert cs._pad_batch([[1] * 5], (4, 8), 0)[0].shape == (1, 8)
+  assert pad_to_bucket([[1] * 4], (4, 8), 0)[0].shape == (1, 4)
+  assert pad_to_bucket([[1] * 5], (4, 8), 0)[0].shape == (1, 8)
 
 
-def test_pad_batch_truncates_at_the_last_ladder_length():
-  ids, mask = cs._pad_batch([list(range(1, 12)), [7, 7]], (4, 8), pad_id=0)
+def test_pad_to_bucket_truncates_at_the_last_ladder_length():
+  ids, mask = pad_to_bucket([list(range(1, 12)), [7, 7]], (4, 8), pad_id=0)
   np.testing.assert_array_equal(ids[0], range(1, 9))
   np.testing.assert_array_equal(mask, [[1] * 8, [1, 1] + [0] * 6])
+  # Extra rows (encode pads the row count to a compiled batch size) are all padding.
+  ids, mask = pad_to_bucket([[5, 6]], (4,), pad_id=0, rows=3)
+  np.testing.assert_array_equal(ids, [[5, 6, 0, 0], [0] * 4, [0] * 4])
+  np.testing.assert_array_equal(mask.sum(axis=1), [2, 0, 0])
 
 
 def test_tokenized_pairs_match_the_tokenizer(minilm):

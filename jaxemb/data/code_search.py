@@ -18,6 +18,7 @@ import numpy as np
 
 from jaxemb.data import registry as data_registry
 from jaxemb.data.builders import stdlib_code_search as corpus_builder
+from jaxemb.encoding import pad_to_bucket
 from jaxemb.evaluate import registry as eval_registry
 from jaxemb.evaluate.retrieval import evaluate_retrieval
 from jaxemb.evaluate.rank import rankme
@@ -50,18 +51,6 @@ def parse_task(spec: str) -> tuple[str, str]:
 # Training data: tokenised pairs padded to a short ladder of lengths (few compiled shapes).
 # ---------------------------------------------------------------------------------------------
 
-def _pad_batch(ids: list[list[int]], ladder: tuple[int, ...], pad_id: int):
-  longest = max(len(x) for x in ids)
-  length = next((l for l in ladder if l >= longest), ladder[-1])
-  out = np.full((len(ids), length), pad_id, np.int32)
-  mask = np.zeros((len(ids), length), np.int32)
-  for row, x in enumerate(ids):
-    x = x[:length]
-    out[row, :len(x)] = x
-    mask[row, :len(x)] = 1
-  return out, mask
-
-
 def tokenized_pairs(tokenizer, *, query_lengths: tuple[int, ...], code_lengths: tuple[int, ...],
                     pad_id: int = 0) -> Callable[[dict], dict]:
   """Batch transform: {"query": bytes[B], "code": bytes[B], ...} -> padded ids and masks.
@@ -76,8 +65,8 @@ def tokenized_pairs(tokenizer, *, query_lengths: tuple[int, ...], code_lengths: 
         [t.decode("utf-8") if isinstance(t, bytes) else str(t) for t in texts])]
 
   def transform(batch: dict) -> dict:
-    q_ids, q_mask = _pad_batch(encode(batch["query"], query_lengths[-1]), query_lengths, pad_id)
-    c_ids, c_mask = _pad_batch(encode(batch["code"], code_lengths[-1]), code_lengths, pad_id)
+    q_ids, q_mask = pad_to_bucket(encode(batch["query"], query_lengths[-1]), query_lengths, pad_id)
+    c_ids, c_mask = pad_to_bucket(encode(batch["code"], code_lengths[-1]), code_lengths, pad_id)
     return {"query_ids": q_ids, "query_mask": q_mask, "doc_ids": c_ids, "doc_mask": c_mask}
 
   return transform
