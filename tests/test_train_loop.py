@@ -252,6 +252,17 @@ def test_keep_last_n_plus_best_by_metric(tmp_path, monkeypatch):
   assert evals == [2, 4, 6, 8, 10]
 
 
+def test_best_checkpoint_at_an_evaluation_between_checkpoint_steps(tmp_path, monkeypatch):
+  # Evaluations at 3, 6, 9 with checkpoints every 4: the best (step 3) is still kept.
+  monkeypatch.setitem(evaluation.EVAL_HOOKS, "fake",
+                      lambda options, pretrained: lambda embedder, step: {
+                          "fake/score": -float((step - 3) ** 2)})
+  config = _config(stop_at_step=10, checkpoint_every=4, eval_every=3, keep_checkpoints=1,
+                   best_metric="fake/score", evaluators=[{"name": "fake"}])
+  loop.run(config, str(tmp_path))
+  assert "3" in _checkpoint_steps(str(tmp_path))
+
+
 @pytest.mark.parametrize("mode, expected", [("min", [0, 3, 4]), ("max", [2, 3, 4])])
 def test_checkpointer_best_mode(tmp_path, mode, expected):
   ckpt = Checkpointer(str(tmp_path), keep=2, best_metric="m", best_mode=mode, async_save=False)
@@ -409,6 +420,12 @@ def test_nonfinite_skip_logs_and_continues(nan_dataset, tmp_path):
   assert rows[2]["nonfinite"] == 0 and rows[2]["skipped_total"] == 0
   assert rows[4]["nonfinite"] == 0 and np.isfinite(rows[4]["loss"])
   assert summary["step"] == 4 and int(summary["state"]["skipped"]) == 1
+  # The skipped step did not advance the optimiser's schedule: step 4 applies (and logs) the
+  # rate of the third update, schedule(2), not schedule(3).
+  schedule = learning_rate_schedule(nan_dataset.optim.lr, nan_dataset.total_steps, 0,
+                                    nan_dataset.optim.decay)
+  assert rows[4]["lr"] == pytest.approx(float(schedule(2)), rel=1e-6)
+  assert rows[4]["lr"] != pytest.approx(float(schedule(3)), rel=1e-6)
 
 
 def test_nonfinite_stop_raises_even_between_logged_steps(nan_dataset, tmp_path):

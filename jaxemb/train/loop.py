@@ -293,7 +293,8 @@ def run(config: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:
             eval_metrics = evaluate(embedder_from_state(graphdef, rest, state), step)
             writer.write(step, eval_metrics)
             summary["eval"] = eval_metrics
-          if step % config.checkpoint_every == 0 or last:
+          # Also checkpoint at evaluations, so best-by-metric can pick any evaluated step.
+          if step % config.checkpoint_every == 0 or last or eval_metrics is not None:
             ckpt.save(step, state, data.get_state(), eval_metrics)
           summary["step"] = step
           if preemption.requested:

@@ -165,7 +165,9 @@ def make_train_step(graphdef: nnx.GraphDef, rest: nnx.State, tx: optax.GradientT
         "skipped": state["skipped"] + (~finite).astype(jnp.int32),
     }
     metrics = {
-        **metrics, "loss": loss, "lr": schedule(state["step"]),
+        # The optimiser's own count skips non-finite steps, so its schedule sits at
+        # (steps - skipped): log the rate actually applied.
+        **metrics, "loss": loss, "lr": schedule(state["step"] - state["skipped"]),
         "grad_norm": optax.global_norm(grads), "param_norm": optax.global_norm(params),
         "nonfinite": (~finite).astype(jnp.int32), "skipped_total": new_state["skipped"],
     }
