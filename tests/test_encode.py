@@ -158,6 +158,39 @@ def test_bucket_is_the_smallest_that_fits():
     assert b >= length and (not smaller or smaller[-1] < length), (length, b)
 
 
+def test_batch_rows_shrink_for_long_texts_only():
+  rows = encode_module.batch_rows
+  budget = encode_module._ATTENTION_BUDGET
+  # Short texts: the full batch. Long ones: the largest power of two whose attention scores
+  # (rows x heads x length^2) fit the budget, e.g. MiniLM (12 heads) at 256 tokens -> 2 rows.
+  assert rows(32, 64, 12, 1) == 64
+  assert rows(256, 64, 12, 1) == 2 and 2 * 12 * 256**2 <= budget < 4 * 12 * 256**2
+  for length in (8, 64, 128, 256, 512):
+    r = rows(length, 64, 12, 1)
+    assert 1 <= r <= 64 and r & (r - 1) == 0
+    assert r * 12 * length**2 <= budget or r == 1
+  # No attention (SSM encoders): always the full batch; rows are a multiple of the devices.
+  assert rows(512, 64, None, 1) == 64
+  assert rows(256, 64, 12, 8) == 8 and rows(32, 12, 12, 8) == 16
+
+
+def test_small_batches_for_long_texts_give_the_same_embeddings(monkeypatch):
+  model = tiny_model()
+  texts = _texts(40, seed=7)
+  full = jaxemb.encode(model, texts, batch_size=16)
+  seen = []
+  real = encode_module._pooled
+  monkeypatch.setattr(encode_module, "_pooled", lambda g, s, ids, mask: (
+      seen.append(ids.shape), real(g, s, ids, mask))[1])
+  # A budget so small that only texts padded to <= 8 tokens keep 16 rows (4 heads x 16 rows
+  # x 8^2 = 4096); longer ones get 4, rounded up to the 8 devices.
+  monkeypatch.setattr(encode_module, "_ATTENTION_BUDGET", 4096)
+  small = jaxemb.encode(model, texts, batch_size=16)
+  assert {rows for rows, length in seen if length > 8} == {8}
+  assert {rows for rows, length in seen if length <= 8} == {16}
+  np.testing.assert_allclose(small, full, atol=1e-6)
+
+
 def test_encode_compiles_a_bounded_number_of_shapes(monkeypatch):
   # A max-pooling model has its own graphdef, hence its own jit cache entries: the growth of
   # the cache counts exactly the shapes this call compiled.
