@@ -238,11 +238,16 @@ def test_partial_checkpoint_is_invisible_and_resume_is_exact(reference, tmp_path
 # Checkpoint retention.
 # ---------------------------------------------------------------------------------------------
 
-def test_keep_last_n_plus_best_by_metric(tmp_path, monkeypatch):
-  # A fake evaluator whose score peaks at step 4: that checkpoint must survive as the best.
+def _fake_eval_hook(monkeypatch, peak: int) -> None:
+  """Registers evaluator "fake" whose "fake/score" peaks at step `peak`."""
   monkeypatch.setitem(evaluation.EVAL_HOOKS, "fake",
                       lambda options, pretrained: lambda embedder, step: {
-                          "fake/score": -float((step - 4) ** 2)})
+                          "fake/score": -float((step - peak) ** 2)})
+
+
+def test_keep_last_n_plus_best_by_metric(tmp_path, monkeypatch):
+  # The score peaks at step 4: that checkpoint must survive as the best.
+  _fake_eval_hook(monkeypatch, peak=4)
   config = _config(stop_at_step=10, checkpoint_every=2, eval_every=2, keep_checkpoints=2,
                    best_metric="fake/score", evaluators=[{"name": "fake"}])
   summary = loop.run(config, str(tmp_path))
@@ -254,9 +259,7 @@ def test_keep_last_n_plus_best_by_metric(tmp_path, monkeypatch):
 
 def test_best_checkpoint_at_an_evaluation_between_checkpoint_steps(tmp_path, monkeypatch):
   # Evaluations at 3, 6, 9 with checkpoints every 4: the best (step 3) is still kept.
-  monkeypatch.setitem(evaluation.EVAL_HOOKS, "fake",
-                      lambda options, pretrained: lambda embedder, step: {
-                          "fake/score": -float((step - 3) ** 2)})
+  _fake_eval_hook(monkeypatch, peak=3)
   config = _config(stop_at_step=10, checkpoint_every=4, eval_every=3, keep_checkpoints=1,
                    best_metric="fake/score", evaluators=[{"name": "fake"}])
   loop.run(config, str(tmp_path))
