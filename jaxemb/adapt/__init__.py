@@ -1,0 +1,1 @@
+"""Adapting trained encoders: tokenizer transfer, model merging."""
