@@ -1,0 +1,140 @@
+"""KGE interaction models against slow float64 numpy formulas (complex numbers via numpy)."""
+
+from __future__ import annotations
+
+import math
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+from flax import nnx
+
+from jaxemb.nn import kge
+
+E, R, D = 11, 5, 6
+
+
+def _complex(x):
+  x = np.asarray(x, np.float64)
+  d = x.shape[-1] // 2
+  return x[..., :d] + 1j * x[..., d:]
+
+
+def _slow_score(model: kge.KGEModel, h: int, r: int, t: int) -> float:
+  """One triple, scalar loops in float64 (independent of `kge.interact`)."""
+  ent = np.asarray(model.entity[...], np.float64)
+  rel = np.asarray(model.relation[...], np.float64)
+  name = model.interaction
+  if name == "transe":
+    v = ent[h] + rel[r] - ent[t]
+    return -float(sum(abs(x) ** model.p for x in v) ** (1.0 / model.p))
+  if name == "distmult":
+    return float(sum(ent[h][i] * rel[r][i] * ent[t][i] for i in range(D)))
+  if name == "complex":
+    eh, er, et = _complex(ent[h]), _complex(rel[r]), _complex(ent[t])
+    return float(sum(eh[i] * er[i] * np.conj(et[i]) for i in range(D)).real)
+  if name == "rotate":
+    eh, er, et = _complex(ent[h]), _complex(rel[r]), _complex(ent[t])
+    return -math.sqrt(sum(abs(eh[i] * er[i] - et[i]) ** 2 for i in range(D)))
+  if name == "nfe":
+    hm, hs = ent[h][:D], ent[h][D:]
+    rm, rs = rel[r][:D], rel[r][D:]
+    tm, ts = ent[t][:D], ent[t][D:]
+    w2 = sum((rs[i] * hm[i] + rm[i] - tm[i]) ** 2 + (abs(rs[i] * hs[i]) - abs(ts[i])) ** 2
+             for i in range(D))
+    return model.gamma - w2
+  if name == "tucker":
+    core = np.asarray(model.core[...], np.float64)
+    dr = rel.shape[1]
+    return float(sum(core[i, j, k] * ent[h][i] * rel[r][j] * ent[t][k]
+                     for i in range(D) for j in range(dr) for k in range(D)))
+  raise AssertionError(name)
+
+
+CASES = [("transe", dict(p=1)), ("transe", dict(p=2)), ("distmult", {}), ("complex", {}),
+         ("rotate", {}), ("tucker", dict(relation_dim=4)), ("nfe", dict(gamma=2.5))]
+
+
+def _model(name, kwargs, seed=0):
+  return kge.KGEModel(name, E, R, D, rngs=nnx.Rngs(seed), **kwargs)
+
+
+@pytest.mark.parametrize("name,kwargs", CASES, ids=[f"{n}{k}" for n, k in CASES])
+def test_scores_match_slow_formula(name, kwargs):
+  model = _model(name, kwargs)
+  rng = np.random.default_rng(1)
+  h, r, t = rng.integers(0, E, 20), rng.integers(0, R, 20), rng.integers(0, E, 20)
+  got = np.asarray(model.score_hrt(jnp.asarray(h), jnp.asarray(r), jnp.asarray(t)))
+  want = np.array([_slow_score(model, *x) for x in zip(h, r, t)])
+  np.testing.assert_allclose(got, want, rtol=2e-5, atol=2e-5)
+  # 1-N scoring: every tail, every head.
+  all_t = np.asarray(model.score_t(jnp.asarray(h[:4]), jnp.asarray(r[:4])))
+  all_h = np.asarray(model.score_h(jnp.asarray(r[:4]), jnp.asarray(t[:4])))
+  assert all_t.shape == all_h.shape == (4, E)
+  for b in range(4):
+    for e in range(E):
+      np.testing.assert_allclose(all_t[b, e], _slow_score(model, h[b], r[b], e), rtol=2e-5,
+                                 atol=2e-5)
+      np.testing.assert_allclose(all_h[b, e], _slow_score(model, e, r[b], t[b]), rtol=2e-5,
+                                 atol=2e-5)
+
+
+def test_initialisation_follows_pykeen_defaults():
+  n, d = 4000, 32
+  rngs = nnx.Rngs(0)
+  transe = kge.KGEModel("transe", n, 50, d, rngs=rngs)
+  np.testing.assert_allclose(np.linalg.norm(transe.entity[...], axis=1), 1.0, rtol=1e-5)
+  np.testing.assert_allclose(np.linalg.norm(transe.relation[...], axis=1), 1.0, rtol=1e-5)
+  rotate = kge.KGEModel("rotate", n, 50, d, rngs=rngs)
+  ent = np.asarray(rotate.entity[...])
+  assert ent.shape == (n, 2 * d)  # d complex dimensions
+  bound = math.sqrt(3.0 / d)  # xavier_uniform over (d, 2): fan_out 2d
+  assert np.abs(ent).max() <= bound and np.abs(ent).max() > 0.95 * bound
+  np.testing.assert_allclose(np.abs(_complex(rotate.relation[...])), 1.0, rtol=1e-5)
+  complex_ = kge.KGEModel("complex", n, 50, d, rngs=rngs)
+  assert abs(np.std(complex_.entity[...]) - 1.0) < 0.02
+  tucker = kge.KGEModel("tucker", n, 50, d, relation_dim=8, rngs=rngs)
+  assert abs(np.std(tucker.entity[...]) - math.sqrt(2.0 / d)) < 0.01
+  assert tucker.core[...].shape == (d, 8, d) and np.abs(tucker.core[...]).max() <= 1.0
+  nfe = kge.KGEModel("nfe", n, 50, d, rngs=rngs)
+  assert np.abs(nfe.entity[...]).max() <= 0.1
+
+
+def test_constrain_projects_like_pykeen():
+  rng = np.random.default_rng(0)
+  params = {"entity": jnp.asarray(rng.normal(size=(5, 8)), jnp.float32),
+            "relation": jnp.asarray(rng.normal(size=(3, 8)), jnp.float32)}
+  out = kge.constrain("transe", params)
+  np.testing.assert_allclose(np.linalg.norm(out["entity"], axis=1), 1.0, rtol=1e-6)
+  np.testing.assert_array_equal(out["relation"], params["relation"])
+  out = kge.constrain("rotate", params)
+  z = _complex(params["relation"])
+  np.testing.assert_allclose(_complex(out["relation"]), z / np.abs(z), rtol=1e-5)
+  np.testing.assert_array_equal(out["entity"], params["entity"])
+
+
+def test_tables_carry_logical_axis_names():
+  model = _model("rotate", {})
+  assert model.entity.get_metadata()["out_sharding"] == ("entity", "embed")
+  assert model.relation.get_metadata()["out_sharding"] == ("relation", "embed")
+
+
+def test_tucker_dropout_only_with_key():
+  model = _model("tucker", {})
+  h, r, t = jnp.arange(4), jnp.arange(4) % R, jnp.arange(4) + 3
+  plain = model.score_hrt(h, r, t)
+  dropped = model.score_hrt(h, r, t, dropout_key=jax.random.key(0))
+  assert not np.allclose(plain, dropped)
+  np.testing.assert_array_equal(plain, model.score_hrt(h, r, t))
+
+
+def test_bad_options_raise():
+  with pytest.raises(ValueError, match="interaction"):
+    kge.KGEModel("transh", E, R, D, rngs=nnx.Rngs(0))
+  with pytest.raises(ValueError, match="p must be 1 or 2"):
+    kge.KGEModel("transe", E, R, D, p=3, rngs=nnx.Rngs(0))
+  with pytest.raises(ValueError, match="dim"):
+    kge.KGEModel("transe", E, R, 0, rngs=nnx.Rngs(0))
+  with pytest.raises(ValueError, match="unknown model option"):
+    kge.build({"interaction": "transe", "dim": 4, "depth": 2}, E, R, nnx.Rngs(0))
