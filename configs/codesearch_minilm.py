@@ -8,45 +8,35 @@ training and on test before (zero-shot) and after fine-tuning, beside a BM25 bas
 Writes metrics.jsonl, Orbax checkpoints and a sentence-transformers export under the workdir.
 """
 
-import ml_collections
+import common
+
+TASK = "stdlib_code_search"
 
 
-def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
-  runlocal = arg == "runlocal"
-  c = ml_collections.ConfigDict()
-  c.seed = 0
+def get_config(arg: str | None = None):
+  arg = common.parse_arg(arg, runlocal=False)
+  c = common.base_config(recipe="text_pairs")
   c.model = dict(pretrained="all-MiniLM-L6-v2", dtype="float32", max_seq_length=0,
                  encoder="transformer", encoder_options={}, pooling="mean", pooling_options={},
                  normalize=True)
   # Training truncates code at 64 tokens (the median snippet length; the signature and first
   # lines carry most of the signal) and queries at 32 (90% fit), so a step fits the 2-core CPU
   # budget; evaluation embeds with the model's full 256. Two lengths per side: <= 4 compiles.
-  c.data = dict(name="stdlib_code_search", split="train", data_dir="",
-                query_lengths=(16, 32), code_lengths=(32, 64))
+  c.data = dict(name=TASK, split="train", data_dir="", query_lengths=(16, 32),
+                code_lengths=(32, 64))
   c.objective = dict(name="info_nce", scale=20.0, learnable_scale=False, max_scale=100.0,
                      bias=-10.0, symmetric=True, label_smoothing=0.0)
-  c.optim = dict(lr=1e-4, warmup_steps=10, decay="linear", end_factor=0.0, weight_decay=0.01,
-                 b1=0.9, b2=0.999, eps=1e-6, clip_norm=1.0)
-  c.mesh = dict(data=-1, fsdp=1, tensor=1)
-  c.logical_axis_rules = ()
-  c.batch_size = 32
-  c.microbatches = 1
   c.gradcache_chunk = 0
+  c.optim.update(lr=1e-4, warmup_steps=10, decay="linear", eps=1e-6)
   c.total_steps = 100
-  c.stop_at_step = 0
   c.log_every = 5
-  c.checkpoint_every = 50
-  c.keep_checkpoints = 2
   c.best_metric = "validation/mrr@10"
-  c.best_mode = "max"
-  c.async_checkpoint = True
-  c.nonfinite = "skip"
   c.eval_every = 50
-  c.evaluators = [dict(name="code_search", split="validation")]
-  c.final_evaluators = [dict(name="code_search", split="test"), dict(name="bm25", split="test")]
+  c.evaluators = [dict(task=TASK, split="validation")]
+  c.final_evaluators = [dict(task=TASK, split="test"), dict(task=TASK, split="test",
+                                                             baseline="bm25")]
   c.export = True
-  c.progress = True
-  if runlocal:
+  if arg.runlocal:
     c.data.split = "train[:256]"
     c.data.code_lengths = (64,)
     c.batch_size = 16
@@ -56,6 +46,6 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     c.eval_every = 0
     c.checkpoint_every = 3
     c.evaluators = []
-    c.final_evaluators = [dict(name="code_search", split="validation[:64]")]
+    c.final_evaluators = [dict(task=TASK, split="validation[:64]")]
     c.best_metric = ""
   return c

@@ -6,13 +6,12 @@
 Used by the tests and by anyone checking an install.
 """
 
-import ml_collections
+import common
 
 
-def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
-  runlocal = arg == "runlocal"
-  c = ml_collections.ConfigDict()
-  c.seed = 0
+def get_config(arg: str | None = None):
+  arg = common.parse_arg(arg, runlocal=False)
+  c = common.base_config(recipe="text_pairs")
   c.model = dict(
       encoder="transformer",
       encoder_options=dict(vocab_size=128, hidden_size=32, num_layers=2, num_heads=4,
@@ -24,23 +23,10 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
                 noise=0.25, seed=0)
   c.objective = dict(name="info_nce", scale=20.0, learnable_scale=False, max_scale=100.0,
                      bias=-10.0, symmetric=True, label_smoothing=0.0)
-  c.optim = dict(lr=3e-3, warmup_steps=5, decay="cosine", end_factor=0.0, weight_decay=0.01,
-                 b1=0.9, b2=0.999, eps=1e-8, clip_norm=1.0)
-  c.mesh = dict(data=-1, fsdp=1, tensor=1)
-  c.logical_axis_rules = ()
-  c.batch_size = 32
-  c.microbatches = 1
   c.gradcache_chunk = 0
-  c.total_steps = 20 if runlocal else 100
-  c.stop_at_step = 0  # >0: end after this step with a checkpoint (schedule unchanged)
-  c.log_every = 1 if runlocal else 10
-  c.checkpoint_every = 10 if runlocal else 50
+  c.optim.update(lr=3e-3, warmup_steps=5)
+  c.total_steps = 20 if arg.runlocal else 100
+  c.log_every = 1 if arg.runlocal else 10
+  c.checkpoint_every = 10 if arg.runlocal else 50
   c.keep_checkpoints = 3
-  c.best_metric = ""
-  c.best_mode = "max"
-  c.async_checkpoint = True
-  c.nonfinite = "skip"  # or "stop"
-  c.eval_every = 0
-  c.evaluators = []
-  c.progress = True
   return c

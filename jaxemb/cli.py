@@ -81,30 +81,36 @@ def _train(args, overrides: list[str]) -> None:
 
 def comparison_table(workdir: str, metrics=("mrr@10", "ndcg@10", "recall@1", "recall@10",
                                             "recall@100")) -> str:
-  """Zero-shot vs fine-tuned (vs lexical baseline) from the run's final-evaluation rows.
+  """Before vs after training (vs model-free baselines) from the run's final evaluations.
 
-  Reads `metrics.jsonl`: the evaluation rows written at step 0 and at the last step.
+  Reads `metrics.jsonl` (the evaluation rows written at step 0 and at the last step) and
+  `config.json` (which tasks and baselines the final evaluators ran: labels come from the
+  task table, `jaxemb.tasks`).
   """
+  from jaxemb import tasks
   from jaxemb.train.metrics import read_metrics
   rows = [r for r in read_metrics(workdir) if any("/" in k for k in r)]
-  if not rows:
+  config_file = os.path.join(workdir, "config.json")
+  if not rows or not os.path.isfile(config_file):
     return ""
+  with open(config_file) as f:
+    config = json.load(f)
   last_step = max(r["step"] for r in rows)
   start = {k: v for r in rows if r["step"] == 0 for k, v in r.items()}
   end = {k: v for r in rows if r["step"] == last_step for k, v in r.items()}
   before, after = "before training", "after training"
-  config_file = os.path.join(workdir, "config.json")
-  if os.path.isfile(config_file):
-    with open(config_file) as f:
-      if json.load(f).get("model", {}).get("pretrained"):
-        before, after = "zero-shot", "fine-tuned"
-  columns = []  # (label, row, prefix)
-  for prefix in sorted({k.split("/")[0] for k in start if "/" in k}):
-    if prefix.endswith("_bm25"):
-      columns.append((f"BM25 (lexical), {prefix.removesuffix('_bm25')}", start, prefix))
+  if config.get("model", {}).get("pretrained"):
+    before, after = "zero-shot", "fine-tuned"
+  models, baselines = [], []  # (label, row, metric prefix): model rows first
+  for spec in config.get("final_evaluators") or []:
+    split = spec.get("split", "validation")
+    if spec.get("baseline"):
+      label = tasks.get(spec["task"]).baselines[spec["baseline"]][0]
+      baselines.append((f"{label}, {split}", start, f"{split}_{spec['baseline']}"))
     elif last_step > 0:
-      columns.append((f"{before}, {prefix}", start, prefix))
-      columns.append((f"{after} (step {last_step}), {prefix}", end, prefix))
+      models.append((f"{before}, {split}", start, split))
+      models.append((f"{after} (step {last_step}), {split}", end, split))
+  columns = [c for c in models + baselines if any(k.startswith(c[2] + "/") for k in c[1])]
   if not columns:
     return ""
   width = max(len(c[0]) for c in columns)
@@ -117,16 +123,12 @@ def comparison_table(workdir: str, metrics=("mrr@10", "ndcg@10", "recall@1", "re
 
 def _eval(args) -> None:
   import jaxemb
-  from jaxemb.data import code_search
-  from jaxemb.evaluate import registry
-  name, split = code_search.parse_task(args.task)
+  from jaxemb import tasks
+  task, split = tasks.parse(args.task)
   model = jaxemb.load_pretrained(args.model)
-  if name != code_search.TASK:
-    raise ValueError(f"task {name!r} has no command-line evaluation yet; available: "
-                     f"{registry.list_tasks()}")
   embed = lambda texts: jaxemb.encode(model, texts, batch_size=args.batch_size,
                                       show_progress=not args.quiet)
-  metrics = code_search.evaluate_model(embed, split)
+  metrics = tasks.evaluate(task, split, embed)
   metrics = {"task": args.task, "model": str(args.model), **metrics}
   print(json.dumps(metrics))
 

@@ -1,11 +1,11 @@
 """The embedded code-search task: docstring -> code retrieval on the stdlib corpus.
 
-Registers
-  - training dataset "stdlib_code_search" (`config.data.name`): tokenised (query, code) pairs;
-  - evaluation task "stdlib_code_search" (`jaxemb eval --task stdlib_code_search:test`):
-    every docstring of a split is a query, every code snippet of that split the corpus, and
-    the query's own function is its one relevant document;
-  - training eval hooks "code_search" (the model) and "bm25" (the lexical baseline).
+  - training dataset "stdlib_code_search" (`config.data.name`, see `jaxemb.data.registry`):
+    tokenised (query, code) pairs, `train_dataset`;
+  - evaluation task "stdlib_code_search" (`TASK`, listed in `jaxemb.tasks`;
+    `jaxemb eval --task stdlib_code_search:test`): every docstring of a split is a query, every
+    code snippet of that split the corpus, and the query's own function is its one relevant
+    document; baseline "bm25" (lexical).
 """
 
 from __future__ import annotations
@@ -16,14 +16,13 @@ from typing import Any, Callable
 
 import numpy as np
 
-from jaxemb.data import registry as data_registry
 from jaxemb.data.builders import stdlib_code_search as corpus_builder
 from jaxemb.encoding import pad_to_bucket
-from jaxemb.evaluate import registry as eval_registry
-from jaxemb.evaluate.retrieval import evaluate_retrieval
+from jaxemb.evaluate.registry import Task
+from jaxemb.evaluate.retrieval import evaluate_retrieval, retrieval_metrics
 from jaxemb.evaluate.rank import rankme
 
-TASK = "stdlib_code_search"
+NAME = "stdlib_code_search"
 
 
 @functools.lru_cache(maxsize=8)
@@ -38,13 +37,6 @@ def retrieval_data(split: str, data_dir: str | None = None) -> dict[str, Any]:
   """The retrieval evaluator's data for `split`: query i's relevant document is code i."""
   queries, codes = load_split(split, data_dir)
   return {"queries": queries, "corpus": codes, "relevant": [{i} for i in range(len(queries))]}
-
-
-def parse_task(spec: str) -> tuple[str, str]:
-  """"stdlib_code_search:test" -> ("stdlib_code_search", "test") (default split: test)."""
-  name, _, split = spec.partition(":")
-  eval_registry.get_task(name)  # raises, listing the available tasks
-  return name, split or "test"
 
 
 # ---------------------------------------------------------------------------------------------
@@ -64,7 +56,7 @@ def tokenized_pairs(tokenizer, *, query_lengths: tuple[int, ...], code_lengths: 
     return [e.ids for e in tokenizer.encode_batch(
         [t.decode("utf-8") if isinstance(t, bytes) else str(t) for t in texts])]
 
-  def transform(batch: dict) -> dict:
+  def transform(batch: dict, index: int | None = None) -> dict:
     q_ids, q_mask = pad_to_bucket(encode(batch["query"], query_lengths[-1]), query_lengths, pad_id)
     c_ids, c_mask = pad_to_bucket(encode(batch["code"], code_lengths[-1]), code_lengths, pad_id)
     return {"query_ids": q_ids, "query_mask": q_mask, "doc_ids": c_ids, "doc_mask": c_mask}
@@ -87,10 +79,12 @@ class _TextPairs:
             "code": np.asarray(row["code"], dtype=object)}
 
 
-def _train_dataset(options: dict, pretrained) -> tuple[Any, Callable]:
-  if pretrained is None:
+def train_dataset(options: dict, text_model) -> tuple[Any, Callable]:
+  """`config.data.name = "stdlib_code_search"`: (pairs of a split, tokenising transform)."""
+  if text_model is None:
     raise ValueError("the stdlib_code_search dataset needs a tokenizer: set "
-                     "config.model.pretrained to a model name or directory")
+                     "config.model.pretrained or config.model.tokenizer to a model name or "
+                     "directory")
   options = dict(options)
   split = options.pop("split", "train")
   data_dir = options.pop("data_dir", None) or None
@@ -99,8 +93,8 @@ def _train_dataset(options: dict, pretrained) -> tuple[Any, Callable]:
   if options:
     raise ValueError(f"unknown stdlib_code_search option(s) {sorted(options)}; valid: "
                      "split, data_dir, query_lengths, code_lengths")
-  transform = tokenized_pairs(pretrained.tokenizer, query_lengths=query_lengths,
-                              code_lengths=code_lengths, pad_id=pretrained.pad_token_id)
+  transform = tokenized_pairs(text_model.tokenizer, query_lengths=query_lengths,
+                              code_lengths=code_lengths, pad_id=text_model.pad_token_id)
   return _TextPairs(split, data_dir), transform
 
 
@@ -111,7 +105,11 @@ def _train_dataset(options: dict, pretrained) -> tuple[Any, Callable]:
 def evaluate_model(embed_fn: Callable[[list[str]], np.ndarray], split: str,
                    data_dir: str | None = None) -> dict[str, float]:
   """Retrieval metrics of `embed_fn` on `split`, plus RankMe of the corpus embeddings."""
-  data = retrieval_data(split, data_dir)
+  return evaluate_data(embed_fn, retrieval_data(split, data_dir))
+
+
+def evaluate_data(embed_fn: Callable[[list[str]], np.ndarray], data: dict) -> dict[str, float]:
+  """Retrieval metrics of `embed_fn` on `retrieval_data`, plus RankMe of the corpus."""
   corpus_emb = {}
 
   def embed_corpus(texts):
@@ -138,13 +136,16 @@ def code_tokens(text: str) -> list[str]:
 def bm25_metrics(split: str, data_dir: str | None = None, *, k1: float = 1.2,
                  b: float = 0.75) -> dict[str, float]:
   """Lexical baseline: BM25 (Okapi, via the optional `bm25s` package) on the same split."""
+  return bm25_data_metrics(retrieval_data(split, data_dir), k1=k1, b=b)
+
+
+def bm25_data_metrics(data: dict, *, k1: float = 1.2, b: float = 0.75) -> dict[str, float]:
+  """BM25 retrieval metrics on `retrieval_data` (identifiers split for the index)."""
   try:
     import bm25s
   except ImportError as e:
     raise ImportError("the BM25 baseline needs the optional package bm25s: "
                       "pip install bm25s") from e
-  from jaxemb.evaluate.retrieval import retrieval_metrics
-  data = retrieval_data(split, data_dir)
   retriever = bm25s.BM25(k1=k1, b=b)
   retriever.index([code_tokens(c) for c in data["corpus"]], show_progress=False)
   depth = min(100, len(data["corpus"]))
@@ -158,53 +159,5 @@ def bm25_metrics(split: str, data_dir: str | None = None, *, k1: float = 1.2,
   return retrieval_metrics(ranked, data["relevant"])
 
 
-def _check_hook_options(name: str, options: dict, valid: tuple[str, ...]) -> None:
-  # A misspelt option would otherwise silently evaluate the default split.
-  unknown = sorted(set(options) - set(valid))
-  if unknown:
-    raise ValueError(f"unknown {name} evaluator option(s) {unknown}; valid: {list(valid)}")
-
-
-def _model_hook(options: dict, pretrained) -> Callable:
-  """Training eval hook: retrieval on `options["split"]` with the current parameters."""
-  from jaxemb.encoding import encode
-  from jaxemb.model import EmbeddingModel
-  _check_hook_options("code_search", options, ("split", "data_dir", "batch_size"))
-  split = options.get("split", "validation")
-  data_dir = options.get("data_dir") or None
-  batch_size = options.get("batch_size", 64)
-  if pretrained is None:
-    raise ValueError("the code_search evaluator needs config.model.pretrained (a tokenizer)")
-
-  def hook(embedder, step):
-    model = EmbeddingModel(embedder, pretrained.tokenizer, pretrained.max_seq_length)
-    embed = lambda texts: encode(model, texts, batch_size=batch_size, show_progress=False)
-    return eval_registry.prefix_metrics(split, evaluate_model(embed, split, data_dir))
-
-  return hook
-
-
-def _bm25_hook(options: dict, pretrained) -> Callable:
-  _check_hook_options("bm25", options, ("split", "data_dir"))
-  split = options.get("split", "test")
-  data_dir = options.get("data_dir") or None
-  metrics = {}
-
-  def hook(embedder, step):
-    if not metrics:  # the baseline does not change during training
-      metrics.update(eval_registry.prefix_metrics(f"{split}_bm25",
-                                                  bm25_metrics(split, data_dir)))
-    return metrics
-
-  return hook
-
-
-def _register() -> None:
-  from jaxemb.train.evaluation import register_eval_hook
-  data_registry.register_dataset(TASK, _train_dataset)
-  eval_registry.register_task(TASK, retrieval_data)
-  register_eval_hook("code_search", _model_hook)
-  register_eval_hook("bm25", _bm25_hook)
-
-
-_register()
+TASK = Task(NAME, load=retrieval_data, evaluate=evaluate_data,
+            baselines={"bm25": ("BM25 (lexical)", bm25_data_metrics)})

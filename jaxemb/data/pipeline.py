@@ -7,6 +7,7 @@ depend on the number of processes or devices, and the iterator position restores
 
 from __future__ import annotations
 
+import concurrent.futures
 from typing import Any, Callable, Iterator
 
 import grain
@@ -23,13 +24,20 @@ class GlobalBatches:
     global_batch_size: rows per step over all processes.
     seed: shuffle seed; each epoch is reshuffled.
     sharding: where batches go (leading dimension split over the batch mesh axes).
-    transform: optional per-batch function applied to the process-local numpy batch (e.g.
-      tokenisation and padding), before it is placed on devices.
+    transform: optional `(batch, index) -> batch` applied to the process-local numpy rows of
+      global batch `index` (e.g. tokenisation, padding, sampling seeded by the index), before
+      they are placed on devices.
+    shuffle: read the source in a seeded shuffled order (else in order).
+    prefetch: batches prepared ahead on a background thread (0: on the caller's thread). The
+      saved position is that of the next batch to be *consumed*, so resume stays exact.
   """
 
   def __init__(self, source, global_batch_size: int, *, seed: int,
                sharding: jax.sharding.NamedSharding,
-               transform: Callable[[dict], dict] | None = None, shuffle: bool = True):
+               transform: Callable[[dict, int], dict] | None = None, shuffle: bool = True,
+               prefetch: int = 0):
+    if prefetch < 0:
+      raise ValueError(f"prefetch must be >= 0, got {prefetch}")
     n_proc, proc = jax.process_count(), jax.process_index()
     if global_batch_size % n_proc:
       raise ValueError(f"global batch {global_batch_size} is not divisible by the "
@@ -47,19 +55,31 @@ class GlobalBatches:
     self._sharding = sharding
     self._transform = transform
     self.global_batch_size = global_batch_size
+    self._prefetch = prefetch
+    self._pending: dict[int, concurrent.futures.Future] = {}
+    # One worker: batches are prepared in order, and tokenisers release the GIL while they run.
+    self._pool = concurrent.futures.ThreadPoolExecutor(1) if prefetch else None
 
   def local_batch(self, index: int) -> dict[str, np.ndarray]:
     """This process's rows of global batch `index` (random access: only those are read)."""
     first = index * self.global_batch_size
     rows = [self._examples[first + offset] for offset in self._local_offsets]
     batch = {k: np.stack([row[k] for row in rows]) for k in rows[0]}
-    return self._transform(batch) if self._transform is not None else batch
+    return self._transform(batch, index) if self._transform is not None else batch
 
   def __iter__(self) -> Iterator[dict[str, jax.Array]]:
     return self
 
+  def _host_batch(self, index: int) -> dict[str, np.ndarray]:
+    if self._pool is None:
+      return self.local_batch(index)
+    for ahead in range(index, index + self._prefetch + 1):
+      if ahead not in self._pending:
+        self._pending[ahead] = self._pool.submit(self.local_batch, ahead)
+    return self._pending.pop(index).result()
+
   def __next__(self) -> dict[str, jax.Array]:
-    batch = self.local_batch(self._next_batch)
+    batch = self._host_batch(self._next_batch)
     self._next_batch += 1
     return {k: jax.make_array_from_process_local_data(self._sharding, v)
             for k, v in batch.items()}
@@ -69,4 +89,18 @@ class GlobalBatches:
     return {"next_batch": self._next_batch}
 
   def set_state(self, state: dict[str, Any]) -> None:
+    self._drop_pending()
     self._next_batch = int(state["next_batch"])
+
+  def _drop_pending(self) -> None:
+    for future in self._pending.values():
+      future.cancel()
+    concurrent.futures.wait(list(self._pending.values()))
+    self._pending.clear()
+
+  def close(self) -> None:
+    """Stops the prefetch worker (batches prepared ahead are dropped)."""
+    if self._pool is not None:
+      self._drop_pending()
+      self._pool.shutdown(wait=True)
+      self._pool = None

@@ -1,36 +1,38 @@
-"""Training datasets by name: `config.data.name` -> a source of example dicts."""
+"""Training datasets of paired texts by name: `config.data.name` -> (source, transform).
+
+The table is filled here, in one visible place; entries are module paths imported on use, so
+naming a dataset loads only its own code.
+"""
 
 from __future__ import annotations
 
+import importlib
 from typing import Any, Callable
 
-import jax
-
-from jaxemb.data.pipeline import GlobalBatches
-from jaxemb.data.synthetic import SyntheticPairs
-
-# name -> factory(options: dict, pretrained: EmbeddingModel | None) -> (source, transform|None)
-DATASETS: dict[str, Callable[..., tuple[Any, Callable | None]]] = {
-    "synthetic_pairs": lambda options, pretrained: (SyntheticPairs(**options), None),
+# name -> "module:function"; function(options: dict, text_model) -> (source, transform | None),
+# where text_model is the `EmbeddingModel` whose tokenizer the dataset uses (or None) and
+# transform(batch, index) -> batch.
+DATASETS: dict[str, str | Callable[..., tuple[Any, Callable | None]]] = {
+    "synthetic_pairs": "jaxemb.data.synthetic:train_dataset",
+    "stdlib_code_search": "jaxemb.data.code_search:train_dataset",
 }
 
 
-def register_dataset(name: str, factory: Callable[..., tuple[Any, Callable | None]]) -> None:
-  DATASETS[name] = factory
+def _resolve(entry):
+  if callable(entry):
+    return entry
+  module, _, name = entry.partition(":")
+  return getattr(importlib.import_module(module), name)
 
 
-def make_train_batches(config, sharding: jax.sharding.NamedSharding,
-                       pretrained=None) -> GlobalBatches:
-  """Resumable global batches for `config.data` (name + options)."""
-  import jaxemb.data.code_search  # noqa: F401  (registers the built-in code-search dataset)
-  name = config.data.name
+def make_dataset(data_config, text_model=None) -> tuple[Any, Callable | None]:
+  """(source, transform) for `config.data` (name + that dataset's options)."""
+  options = {k: v for k, v in dict(data_config).items() if k != "name"}
+  name = data_config.get("name")
   if name not in DATASETS:
     raise ValueError(f"unknown dataset {name!r}; available: {sorted(DATASETS)}")
-  options = {k: v for k, v in config.data.to_dict().items() if k != "name"}
   try:
-    source, transform = DATASETS[name](options, pretrained)
+    return _resolve(DATASETS[name])(options, text_model)
   except TypeError as e:  # unknown keyword options of a dataset class
     raise ValueError(f"bad config.data options {sorted(options)} for dataset {name!r}: {e}") \
         from None
-  return GlobalBatches(source, config.batch_size, seed=config.seed, sharding=sharding,
-                       transform=transform)

@@ -53,3 +53,8 @@ class SyntheticPairs:
     q_ids, q_mask = self._padded(query)
     d_ids, d_mask = self._padded(doc)
     return {"query_ids": q_ids, "query_mask": q_mask, "doc_ids": d_ids, "doc_mask": d_mask}
+
+
+def train_dataset(options: dict, text_model=None) -> tuple[SyntheticPairs, None]:
+  """`config.data.name = "synthetic_pairs"`: already tokenised, no transform needed."""
+  return SyntheticPairs(**options), None

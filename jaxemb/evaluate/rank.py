@@ -58,7 +58,6 @@ def mean_cosine_similarity(emb: np.ndarray) -> float:
   return float((total @ total - diag) / (n * (n - 1)))
 
 
-@registry.register("rankme")
 def rankme_evaluator(
     embed_fn: Callable[[list[str]], np.ndarray], data: Mapping
 ) -> Iterator[tuple[str, float]]:

@@ -1,16 +1,18 @@
-"""String registries of evaluators and evaluation tasks.
+"""The one evaluation mechanism: named evaluators and tasks, in tables filled in one place.
 
 An evaluator is a callable `(embed_fn, data) -> Iterator[(metric_name, value)]`, where
-`embed_fn(texts: list[str]) -> np.ndarray [N, D]`. Configs name evaluators by string
-(`@register("retrieval")`, `get_evaluator("retrieval")`), as big_vision does. A task is a named
-loader returning the `data` an evaluator consumes; datasets register themselves with
-`register_task` (e.g. "stdlib_code_search").
+`embed_fn(texts: list[str]) -> np.ndarray [N, D]`; configs and the CLI name them by string
+(`get_evaluator("retrieval")`). A `Task` bundles how to load a split's data with how to evaluate
+an `embed_fn` on it (and optional baselines that need no model); `jaxemb.tasks` holds the table
+of tasks, `jaxemb eval` and the training recipes dispatch through it.
 
 Logged metric names are `<split>/<metric>`, e.g. `test/mrr@10`; see `prefix_metrics`.
 """
 
 from __future__ import annotations
 
+import dataclasses
+import importlib
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from typing import Any
 
@@ -18,10 +20,30 @@ import numpy as np
 
 EmbedFn = Callable[[list[str]], np.ndarray]
 Evaluator = Callable[[EmbedFn, Any], Iterator[tuple[str, float]]]
-TaskLoader = Callable[..., Any]
 
-_EVALUATORS: dict[str, Evaluator] = {}
-_TASKS: dict[str, TaskLoader] = {}
+# name -> "module:function" (imported on first use) or the evaluator itself.
+EVALUATORS: dict[str, str | Evaluator] = {
+    "retrieval": "jaxemb.evaluate.retrieval:retrieval_evaluator",
+    "sts": "jaxemb.evaluate.sts:sts_evaluator",
+    "rankme": "jaxemb.evaluate.rank:rankme_evaluator",
+}
+
+
+@dataclasses.dataclass(frozen=True)
+class Task:
+  """A named evaluation task.
+
+  load: `(split, data_dir) -> data` (e.g. queries, corpus, relevance).
+  evaluate: `(embed_fn, data) -> {metric: value}`.
+  baselines: name -> (label for tables, `(data) -> {metric: value}`), methods without a model
+    (e.g. BM25), logged under `<split>_<name>/<metric>`.
+  """
+
+  name: str
+  load: Callable[[str, str | None], Any]
+  evaluate: Callable[[EmbedFn, Any], dict[str, float]]
+  baselines: Mapping[str, tuple[str, Callable[[Any], dict[str, float]]]] = dataclasses.field(
+      default_factory=dict)
 
 
 def _check_name(kind: str, name: str) -> None:
@@ -29,56 +51,34 @@ def _check_name(kind: str, name: str) -> None:
     raise ValueError(f"{kind} name must be a non-empty string, got {name!r}")
 
 
-def _add(table: dict[str, Callable], kind: str, name: str, fn: Callable) -> None:
-  _check_name(kind, name)
-  # Re-registering the same object is harmless (e.g. a module reloaded in a notebook).
-  if name in table and table[name] is not fn:
-    raise ValueError(f"{kind} {name!r} is already registered to {table[name]!r}")
-  table[name] = fn
+def resolve(entry: str | Callable) -> Any:
+  """A table entry: the object itself, or the attribute a "module:attribute" string names."""
+  if not isinstance(entry, str):
+    return entry
+  module, _, name = entry.partition(":")
+  return getattr(importlib.import_module(module), name)
 
 
-def _lookup(table: dict[str, Callable], kind: str, name: str) -> Callable:
-  if name not in table:
-    known = ", ".join(sorted(table)) or "(none)"
-    raise ValueError(f"unknown {kind} {name!r}; registered {kind}s: {known}")
-  return table[name]
-
-
-def register(name: str) -> Callable[[Evaluator], Evaluator]:
-  """Decorator registering an evaluator under `name`; returns the evaluator unchanged."""
+def register(name: str, fn: Evaluator) -> Evaluator:
+  """Adds a user evaluator under `name` (an explicit call, never an import side effect)."""
   _check_name("evaluator", name)
-
-  def decorator(fn: Evaluator) -> Evaluator:
-    _add(_EVALUATORS, "evaluator", name, fn)
-    return fn
-
-  return decorator
+  if name in EVALUATORS and resolve(EVALUATORS[name]) is not fn:
+    raise ValueError(f"evaluator {name!r} is already registered to {EVALUATORS[name]!r}")
+  EVALUATORS[name] = fn
+  return fn
 
 
 def get_evaluator(name: str) -> Evaluator:
-  """The evaluator registered as `name`; ValueError listing the registered names otherwise."""
-  return _lookup(_EVALUATORS, "evaluator", name)
+  """The evaluator named `name`; ValueError listing the known names otherwise."""
+  if name not in EVALUATORS:
+    raise ValueError(f"unknown evaluator {name!r}; known evaluators: "
+                     f"{', '.join(sorted(EVALUATORS))}")
+  return resolve(EVALUATORS[name])
 
 
 def list_evaluators() -> list[str]:
-  """Sorted names of the registered evaluators."""
-  return sorted(_EVALUATORS)
-
-
-def register_task(name: str, loader: TaskLoader) -> TaskLoader:
-  """Registers `loader` (returns an evaluator's `data`) as task `name`; returns `loader`."""
-  _add(_TASKS, "task", name, loader)
-  return loader
-
-
-def get_task(name: str) -> TaskLoader:
-  """The loader of task `name`; ValueError listing the registered tasks otherwise."""
-  return _lookup(_TASKS, "task", name)
-
-
-def list_tasks() -> list[str]:
-  """Sorted names of the registered tasks."""
-  return sorted(_TASKS)
+  """Sorted names of the known evaluators."""
+  return sorted(EVALUATORS)
 
 
 def prefix_metrics(

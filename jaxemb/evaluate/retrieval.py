@@ -341,7 +341,6 @@ def evaluate_retrieval(
   return retrieval_metrics(indices, relevant, ks=ks, mrr_k=mrr_k, ndcg_k=ndcg_k, map_k=map_k)
 
 
-@registry.register("retrieval")
 def retrieval_evaluator(
     embed_fn: Callable[[list[str]], np.ndarray], data: Mapping
 ) -> Iterator[tuple[str, float]]:

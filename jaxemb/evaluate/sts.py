@@ -77,7 +77,6 @@ def sts_metrics(
   return {"spearman": spearman(sims, gold), "pearson": pearson(sims, gold)}
 
 
-@registry.register("sts")
 def sts_evaluator(
     embed_fn: Callable[[list[str]], np.ndarray], data: Mapping
 ) -> Iterator[tuple[str, float]]:

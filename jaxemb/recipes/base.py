@@ -109,9 +109,13 @@ class Recipe:
     """Pure function applied to {"model": ..., "extra": ...} after every accepted update."""
     return params
 
-  def value_and_grad(self, loss_fn: Callable, params: dict, batch: Batch,
+  def value_and_grad(self, graph, loss_fn: Callable, params: dict, batch: Batch,
                      key: jax.Array) -> tuple[tuple[jax.Array, Metrics], dict]:
-    """((loss, metrics), grads) of `loss_fn(params, batch, key)`; override for e.g. GradCache."""
+    """((loss, metrics), grads) of the pure `loss_fn(params, batch, key)`.
+
+    Override for a different gradient computation (e.g. GradCache); `graph` is the model's
+    `jaxemb.functional.Graph` (`graph.merge(params["model"])` rebuilds the module).
+    """
     return jax.value_and_grad(loss_fn, has_aux=True)(params, batch, key)
 
   def evaluator(self, specs: list[Mapping[str, Any]],

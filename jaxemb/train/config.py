@@ -5,6 +5,7 @@ from __future__ import annotations
 import ast
 import importlib.util
 import os
+import sys
 
 import ml_collections
 
@@ -17,7 +18,12 @@ def load_config(spec: str) -> ml_collections.ConfigDict:
   module_spec = importlib.util.spec_from_file_location(
       f"jaxemb_config_{os.path.basename(path)[:-3]}", path)
   module = importlib.util.module_from_spec(module_spec)
-  module_spec.loader.exec_module(module)
+  # Configs share pieces through `import common` (configs/common.py) beside them.
+  sys.path.insert(0, os.path.dirname(os.path.abspath(path)))
+  try:
+    module_spec.loader.exec_module(module)
+  finally:
+    sys.path.pop(0)
   if not hasattr(module, "get_config"):
     raise ValueError(f"config file {path!r} has no get_config(arg) function")
   config = module.get_config(arg or None)

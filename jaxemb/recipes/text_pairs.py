@@ -1,0 +1,255 @@
+"""Recipe `text_pairs`: a sentence embedder (encoder + pooling) trained on paired texts.
+
+Batches hold "query_ids"/"query_mask" and "doc_ids"/"doc_mask" [B, L]; optional
+"neg_ids"/"neg_mask" [B, K, L] (hard negatives), "score" [B] (CoSENT) and "teacher" [B, D]
+(distillation). The loss sees the global batch, so in-batch negatives cross devices.
+
+Config sections: `model` (pretrained weights or an encoder built from options, pooling,
+tokenizer), `data` (a dataset of `jaxemb.data.registry`), `objective` (a loss of
+`PAIR_LOSSES`), `gradcache_chunk` (> 0: exact full-batch gradients chunk by chunk).
+Evaluators: `dict(task=NAME, split=..., [baseline=NAME], [data_dir=...], [batch_size=...])`
+for a task of `jaxemb.tasks`. Export: a sentence-transformers directory.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Callable, Mapping
+
+import jax
+import jax.numpy as jnp
+import ml_collections
+from flax import nnx
+
+from jaxemb import objectives, tasks
+from jaxemb.data import registry as data_registry
+from jaxemb.evaluate.registry import prefix_metrics
+from jaxemb.recipes.base import Recipe, TrainData, check_keys
+
+MODEL_KEYS = frozenset({"encoder", "encoder_options", "pooling", "pooling_options", "normalize",
+                        "pretrained", "tokenizer", "dtype", "max_seq_length"})
+OBJECTIVE_KEYS = frozenset({"name", "scale", "learnable_scale", "max_scale", "bias",
+                            "symmetric", "label_smoothing"})
+EVALUATOR_KEYS = frozenset({"task", "split", "baseline", "data_dir", "batch_size"})
+
+
+# ---------------------------------------------------------------------------------------------
+# Losses: (query emb, doc emb, batch, extra params, negatives) -> (loss, metrics), one table.
+# ---------------------------------------------------------------------------------------------
+
+def _scale(config: Mapping[str, Any], extra: dict):
+  if "log_scale" in extra:
+    return objectives.scale_from_log(extra["log_scale"], config.get("max_scale", 100.0))
+  return config.get("scale", 20.0)
+
+
+PAIR_LOSSES: dict[str, Callable] = {
+    "info_nce": lambda c, q, d, batch, extra, negatives: objectives.info_nce(
+        q, d, scale=_scale(c, extra), hard_negatives=negatives,
+        symmetric=c.get("symmetric", True), label_smoothing=c.get("label_smoothing", 0.0)),
+    "sigmoid": lambda c, q, d, batch, extra, negatives: objectives.sigmoid_loss(
+        q, d, scale=_scale(c, extra), bias=extra.get("bias", c.get("bias", -10.0))),
+    "cosent": lambda c, q, d, batch, extra, negatives: objectives.cosent(
+        q, d, batch["score"], scale=c.get("scale", 20.0)),
+    "mse_distillation": lambda c, q, d, batch, extra, negatives: objectives.mse_distillation(
+        q, batch["teacher"]),
+}
+# Losses that use hard negatives; the others would silently ignore "neg_ids".
+TAKES_NEGATIVES = frozenset({"info_nce"})
+
+
+def pair_loss(config: Mapping[str, Any]) -> Callable:
+  """`loss(q, d, batch, extra, negatives) -> (loss, metrics)` for `config["name"]`."""
+  name = config.get("name")
+  if name not in PAIR_LOSSES:
+    raise ValueError(f"unknown objective {name!r} for recipe text_pairs; valid: "
+                     f"{sorted(PAIR_LOSSES)}")
+  fn = PAIR_LOSSES[name]
+  return lambda q, d, batch, extra, negatives=None: fn(config, q, d, batch, extra, negatives)
+
+
+def objective_params(config: Mapping[str, Any]) -> dict[str, jax.Array]:
+  """Trainable parameters of the objective (learnable temperature / SigLIP bias)."""
+  params = {}
+  if config.get("learnable_scale"):
+    params["log_scale"] = jnp.log(jnp.float32(config.get("scale", 20.0)))
+  if config["name"] == "sigmoid" and config.get("learnable_scale"):
+    params["bias"] = jnp.float32(config.get("bias", -10.0))
+  return params
+
+
+# ---------------------------------------------------------------------------------------------
+# The recipe.
+# ---------------------------------------------------------------------------------------------
+
+def load_text_model(model_config: Mapping[str, Any]):
+  """(EmbeddingModel with pretrained weights or None, EmbeddingModel lending the tokenizer).
+
+  `model.pretrained` loads weights and tokenizer; otherwise `model.tokenizer` (a model name or
+  directory) only lends its tokenizer, limits and pad id to a randomly initialised encoder.
+  """
+  from jaxemb.pretrained.sentence_transformers import load_pretrained
+  max_len = model_config.get("max_seq_length") or None
+  if model_config.get("pretrained"):
+    pretrained = load_pretrained(model_config["pretrained"],
+                                 dtype=model_config.get("dtype", "float32"),
+                                 max_seq_length=max_len)
+    return pretrained, pretrained
+  if not model_config.get("tokenizer"):
+    return None, None
+  lender = load_pretrained(model_config["tokenizer"], max_seq_length=max_len)
+  vocab = lender.tokenizer.get_vocab_size()
+  options = model_config.get("encoder_options") or {}
+  if options.get("vocab_size", vocab) < vocab:
+    raise ValueError(f"model.encoder_options.vocab_size={options['vocab_size']} is smaller "
+                     f"than the {vocab} tokens of tokenizer {model_config['tokenizer']!r}")
+  return None, lender
+
+
+class TextPairs(Recipe):
+  """Contrastive (or regression/distillation) training of a `SentenceEmbedder`."""
+
+  config_keys = frozenset({"model", "data", "objective", "gradcache_chunk"})
+
+  def __init__(self, config: ml_collections.ConfigDict):
+    super().__init__(config)
+    check_keys("model", config.model, MODEL_KEYS)
+    check_keys("objective", config.objective, OBJECTIVE_KEYS)
+    self._loss = pair_loss(config.objective)
+    self.gradcache_chunk = int(config.get("gradcache_chunk", 0) or 0)
+    if self.gradcache_chunk and config.get("microbatches", 1) > 1:
+      raise ValueError("choose microbatches or gradcache_chunk, not both")
+    if self.gradcache_chunk and objective_params(config.objective):
+      raise ValueError("gradcache_chunk does not support a learnable scale "
+                       "(objective.learnable_scale=True)")
+    m = config.model
+    if config.get("export") and not m.get("pretrained") and m.get("encoder") != "transformer":
+      raise ValueError(f"config.export is set but encoder {m.get('encoder')!r} has no "
+                       "sentence-transformers format; set export=False")
+    self.pretrained, self.text_model = load_text_model(m)
+    if self.pretrained is not None:
+      self._pretrained_split = nnx.split(self.pretrained.module)
+
+  # --- model and loss -------------------------------------------------------------------------
+
+  def model(self, rngs: nnx.Rngs) -> nnx.Module:
+    if self.pretrained is not None:
+      return nnx.merge(*self._pretrained_split)  # host weights, the same for every key
+    from jaxemb.nn.build import build_embedder
+    m = self.config.model
+    # model.dtype is the compute dtype; encoder_options.dtype wins if given.
+    options = {"dtype": m.get("dtype", "float32"), **dict(m.get("encoder_options") or {})}
+    return build_embedder(m.encoder, options, pooling=m.get("pooling", "mean"),
+                          pooling_options=dict(m.get("pooling_options") or {}),
+                          normalize=m.get("normalize", True), rngs=rngs)
+
+  def extra_params(self) -> dict[str, jax.Array]:
+    return objective_params(self.config.objective)
+
+  def loss(self, model, extra_params, batch, key):
+    q = model(batch["query_ids"], batch["query_mask"], deterministic=False)
+    negatives = None
+    if "neg_ids" in batch:
+      if self.config.objective.name not in TAKES_NEGATIVES:
+        raise ValueError(f"objective {self.config.objective.name!r} does not use hard "
+                         f"negatives, but the batch has 'neg_ids'; use one of "
+                         f"{sorted(TAKES_NEGATIVES)}")
+      b, k, l = batch["neg_ids"].shape
+      negatives = model(batch["neg_ids"].reshape(b * k, l), batch["neg_mask"].reshape(b * k, l),
+                        deterministic=False).reshape(b, k, -1)
+    d = model(batch["doc_ids"], batch["doc_mask"], deterministic=False) if (
+        "doc_ids" in batch) else None
+    loss, metrics = self._loss(q, d, batch, extra_params, negatives)
+    if "log_scale" in extra_params:
+      metrics = {**metrics, "scale": jnp.exp(extra_params["log_scale"])}
+    return loss, metrics
+
+  def value_and_grad(self, graph, loss_fn, params, batch, key):
+    if not self.gradcache_chunk:
+      return super().value_and_grad(graph, loss_fn, params, batch, key)
+    if "neg_ids" in batch:
+      raise ValueError("gradcache_chunk does not support hard negatives ('neg_ids')")
+    b = batch["query_ids"].shape[0]
+    q_key, d_key = jax.random.split(key)
+    per_example = lambda k: jax.random.key_data(jax.random.split(k, b))
+
+    def embed(model_params, chunk):
+      model = graph.merge(model_params)
+      nnx.reseed(model, default=jax.random.wrap_key_data(chunk["rng"][0]))
+      return model(chunk["ids"], chunk["mask"], deterministic=False)
+
+    queries = {"ids": batch["query_ids"], "mask": batch["query_mask"], "rng": per_example(q_key)}
+    docs = {"ids": batch["doc_ids"], "mask": batch["doc_mask"], "rng": per_example(d_key)}
+    (loss, metrics), grads = objectives.chunked_contrastive_value_and_grad(
+        embed, params["model"], queries, docs, chunk_size=self.gradcache_chunk,
+        loss_fn=lambda q, d: self._loss(q, d, batch, params["extra"]))
+    return (loss, metrics), {"model": grads, "extra": {}}
+
+  # --- data -----------------------------------------------------------------------------------
+
+  def train_data(self) -> TrainData:
+    source, transform = data_registry.make_dataset(self.config.data, self.text_model)
+    return TrainData(source, transform)
+
+  # --- evaluation and export ------------------------------------------------------------------
+
+  def embedding_model(self, module: nnx.Module, name: str = ""):
+    """The module bundled with the tokenizer (an `EmbeddingModel` for `jaxemb.encode`)."""
+    from jaxemb.model import EmbeddingModel
+    if self.text_model is None:
+      raise ValueError("text evaluation and export need a tokenizer: set "
+                       "config.model.pretrained or config.model.tokenizer")
+    return EmbeddingModel(module, self.text_model.tokenizer, self.text_model.max_seq_length,
+                          name=name, encoder_config=self.text_model.encoder_config)
+
+  def evaluator(self, specs, mesh):
+    specs = [dict(s) for s in specs]
+    if not specs:
+      return None
+    plans = []
+    for spec in specs:
+      check_keys("evaluators[]", spec, EVALUATOR_KEYS)
+      if "task" not in spec:
+        raise ValueError(f"evaluator {spec} names no task; known tasks: {tasks.list_tasks()}")
+      task = tasks.get(spec["task"])
+      split = spec.get("split", "validation")
+      if spec.get("baseline") and spec["baseline"] not in task.baselines:
+        raise ValueError(f"task {task.name!r} has no baseline {spec['baseline']!r}; it has "
+                         f"{sorted(task.baselines) or 'none'}")
+      plans.append((task, split, spec))
+    if any(not spec.get("baseline") for _, _, spec in plans) and self.text_model is None:
+      raise ValueError("text evaluators need a tokenizer: set config.model.pretrained or "
+                       "config.model.tokenizer")
+    baseline_cache: dict[int, dict] = {}
+
+    def evaluate(module, step):
+      from jaxemb.encoding import encode
+      out = {}
+      for i, (task, split, spec) in enumerate(plans):
+        data_dir = spec.get("data_dir") or None
+        if spec.get("baseline"):
+          if i not in baseline_cache:  # a baseline does not change during training
+            baseline_cache[i] = prefix_metrics(
+                f"{split}_{spec['baseline']}", tasks.baseline(task, spec["baseline"], split,
+                                                              data_dir))
+          out.update(baseline_cache[i])
+          continue
+        model = self.embedding_model(module)
+        embed = lambda texts: encode(model, texts, batch_size=spec.get("batch_size", 64),
+                                     show_progress=False)
+        out.update(prefix_metrics(split, tasks.evaluate(task, split, embed, data_dir)))
+      return out
+
+    return evaluate
+
+  def export(self, module, directory):
+    from jaxemb.nn.transformer import TransformerEncoder
+    from jaxemb.pretrained.sentence_transformers import save_pretrained
+    if not isinstance(module.encoder, TransformerEncoder):
+      raise ValueError(f"config.export: a {type(module.encoder).__name__} has no "
+                       "sentence-transformers format; only transformer encoders export")
+    if jax.process_index() == 0:
+      save_pretrained(self.embedding_model(module, name=directory), directory)
+    return directory
+
+
+RECIPE = TextPairs
