@@ -1,0 +1,72 @@
+"""Row-wise Adagrad against a float64 numpy loop; labels and memory figures."""
+
+from __future__ import annotations
+
+import jax.numpy as jnp
+import numpy as np
+import optax
+import pytest
+
+from jaxemb.optimizers import rowwise
+
+
+def test_rowwise_adagrad_vs_numpy_loop():
+  rng = np.random.default_rng(0)
+  table = rng.normal(size=(6, 4))
+  bias = rng.normal(size=(4,))
+  lr, eps, init = 0.1, 1e-8, 0.01
+  tx = rowwise.rowwise_adagrad(lr, initial_accumulator=init, eps=eps)
+  params = {"table": jnp.asarray(table, jnp.float32), "bias": jnp.asarray(bias, jnp.float32)}
+  state = tx.init(params)
+  acc_t, acc_b = np.full(6, init), np.full(4, init)
+  want_t, want_b = table.copy(), bias.copy()
+  for step in range(5):
+    g_t = rng.normal(size=(6, 4))
+    g_t[rng.random(6) < 0.5] = 0.0     # rows absent from the batch
+    g_b = rng.normal(size=(4,))
+    upd, state = tx.update({"table": jnp.asarray(g_t, jnp.float32),
+                            "bias": jnp.asarray(g_b, jnp.float32)}, state, params)
+    params = optax.apply_updates(params, upd)
+    for r in range(6):
+      acc_t[r] += np.mean(g_t[r] ** 2)
+      want_t[r] -= lr * g_t[r] / (np.sqrt(acc_t[r]) + eps)
+    for i in range(4):
+      acc_b[i] += g_b[i] ** 2
+      want_b[i] -= lr * g_b[i] / (np.sqrt(acc_b[i]) + eps)
+  np.testing.assert_allclose(np.asarray(params["table"]), want_t, rtol=1e-5, atol=1e-6)
+  np.testing.assert_allclose(np.asarray(params["bias"]), want_b, rtol=1e-5, atol=1e-6)
+  acc = state[0].accumulator
+  assert acc["table"].shape == (6,)
+  np.testing.assert_allclose(np.asarray(acc["table"]), acc_t, rtol=1e-5)
+
+
+def test_untouched_rows_do_not_move():
+  tx = rowwise.rowwise_adagrad(1.0)
+  params = {"table": jnp.ones((4, 3))}
+  state = tx.init(params)
+  g = jnp.zeros((4, 3)).at[1].set(1.0)
+  upd, state = tx.update({"table": g}, state)
+  out = np.asarray(optax.apply_updates(params, upd)["table"])
+  np.testing.assert_array_equal(out[[0, 2, 3]], 1.0)
+  np.testing.assert_allclose(out[1], 0.0, atol=1e-6)  # 1 - 1 * 1 / sqrt(1)
+
+
+def test_table_labels_and_multi_transform():
+  params = {"tables": {"table": jnp.ones((4, 2))}, "mlp": {"kernel": jnp.ones((2, 2))}}
+  labels = rowwise.table_labels(params)
+  assert labels == {"tables": {"table": "tables"}, "mlp": {"kernel": "dense"}}
+  tx = optax.multi_transform({"tables": rowwise.rowwise_adagrad(0.1),
+                              "dense": optax.adam(0.1)}, labels)
+  state = tx.init(params)
+  upd, _ = tx.update(params, state, params)
+  assert upd["tables"]["table"].shape == (4, 2)
+
+
+def test_memory_per_device():
+  m = rowwise.memory_per_device(10**7, 64, 8)
+  assert m["table"] == 10**7 * 64 * 4 / 8
+  assert m["rowwise_adagrad"] == m["table"] / 64 and m["adam"] == 2 * m["table"]
+  with pytest.raises(ValueError, match="devices"):
+    rowwise.memory_per_device(10, 4, 0)
+  with pytest.raises(ValueError, match="initial_accumulator"):
+    rowwise.scale_by_rowwise_adagrad(-1.0)
