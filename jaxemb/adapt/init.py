@@ -112,11 +112,14 @@ def build_plan(source: tokenizers.Tokenizer, target: tokenizers.Tokenizer, *,
     raise ValueError(f"bare={bare!r} is not one of ('shortest', 'continuation', 'word')")
   decompose = Decomposer(source)
   spelling = spelling_of(target)
-  source_vocab = source.get_vocab(with_added_tokens=True)
-  source_specials = special_tokens(source)
+  source_vocab = decompose.vocab
+  # Role names count as specials even when the source never registered them as added tokens.
+  source_specials = {**{t: i for t, i in source_vocab.items() if t in _ROLE_OF},
+                     **special_tokens(source)}
   source_by_role = {_ROLE_OF[t]: i for t, i in source_specials.items() if t in _ROLE_OF}
   tokens = _id_to_token(target)
-  target_specials = special_tokens(target)
+  target_specials = {**{t: i for t, i in target.get_vocab(True).items() if t in _ROLE_OF},
+                     **special_tokens(target)}
   ambiguous = spelling.kind in ("byte_level", "metaspace")
 
   copy, special, pieces = {}, set(), []
@@ -252,10 +255,14 @@ def init_focus(source_emb: np.ndarray, plan: TokenPlan, aux: np.ndarray, *,
   return _with_copies(rows, e, plan)
 
 
-def init_ofa(source_emb: np.ndarray, plan: TokenPlan, *, rank: int = 128, top_k: int = 10,
-             temperature: float = 0.1) -> np.ndarray:
-  """OFA in the low-rank coordinates of the source embeddings (see the module docstring)."""
+def init_ofa(source_emb: np.ndarray, plan: TokenPlan, *, rank: int | None = None,
+             top_k: int = 10, temperature: float = 0.1) -> np.ndarray:
+  """OFA in the low-rank coordinates of the source embeddings (see the module docstring).
+
+  `rank` defaults to min(128, D).
+  """
   e = _check(source_emb, plan)
+  rank = min(128, e.shape[1]) if rank is None else rank
   if not 1 <= rank <= e.shape[1]:
     raise ValueError(f"rank must be in [1, {e.shape[1]}], got {rank}")
   if top_k < 1 or temperature <= 0:

@@ -1,0 +1,358 @@
+"""Move an embedding model to a new tokenizer: `transfer(model, tokenizer, method)`.
+
+    new = transfer(jaxemb.load_pretrained("all-MiniLM-L6-v2"), "code_bpe.json", "mean")
+    jaxemb.save_pretrained(new, "minilm-code/")     # tokenizer.json is the new tokenizer
+
+The encoder's weights are kept; only the token embedding matrix is rebuilt (see
+`jaxemb.adapt.init` for the heuristic methods). `distill` then trains just the new rows so
+that the frozen encoder's pooled embedding of a text under the new tokenizer matches the
+source model's under its own.
+
+The new tokenizer keeps the source's special-token template ([CLS] $A [SEP] for BERT) when it
+has no post-processor of its own; template tokens it lacks are added to it. It must have a pad
+token (its padding setting, or a special token such as [PAD] / <pad>), or be given one.
+"""
+
+from __future__ import annotations
+
+import argparse
+import copy as copy_lib
+import dataclasses
+import functools
+import json
+import os
+import time
+from pathlib import Path
+from typing import Sequence
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+import tokenizers
+from flax import nnx
+
+from jaxemb import functional
+from jaxemb.adapt import init as init_lib
+from jaxemb.encoding import encode, pad_to_bucket
+from jaxemb.model import EmbeddingModel
+from jaxemb.nn import layers
+
+METHODS = init_lib.METHODS + ("distill",)
+_PAD_NAMES = init_lib._ROLES["pad"]
+
+
+def load_tokenizer(tokenizer: tokenizers.Tokenizer | str | os.PathLike) -> tokenizers.Tokenizer:
+  """A `tokenizers.Tokenizer` from an object, a tokenizer.json file or a directory holding one.
+
+  Raises ValueError for a file that is not a valid tokenizer.json and FileNotFoundError for a
+  missing one.
+  """
+  if isinstance(tokenizer, tokenizers.Tokenizer):
+    return tokenizers.Tokenizer.from_str(tokenizer.to_str())  # a copy: callers' stays as is
+  path = Path(tokenizer)
+  if path.is_dir():
+    path = path / "tokenizer.json"
+  if not path.is_file():
+    raise FileNotFoundError(f"no tokenizer file at {path}")
+  try:
+    return tokenizers.Tokenizer.from_file(str(path))
+  except Exception as e:  # the library raises a bare Exception with serde's message
+    raise ValueError(f"{path} is not a valid Hugging Face tokenizer.json ({e})") from None
+
+
+def _pad_token(tok: tokenizers.Tokenizer) -> str | None:
+  if tok.padding and tok.padding.get("pad_token") in tok.get_vocab(True):
+    return tok.padding["pad_token"]
+  # Registered special tokens first; a bare "[PAD]" in the vocabulary also counts (BERT files).
+  vocab = {**tok.get_vocab(True), **init_lib.special_tokens(tok)}
+  return next((t for t in _PAD_NAMES if t in vocab), None)
+
+
+def _template(source: tokenizers.Tokenizer) -> tuple[list[str], list[str]] | None:
+  """(single, pair) template pieces of the source post-processor, e.g. ["[CLS]", "$A", "[SEP]"]."""
+  spec = json.loads(source.to_str()).get("post_processor")
+  if not spec:
+    return None
+  if spec["type"] == "TemplateProcessing":
+    def pieces(items):
+      out = []
+      for item in items:
+        if "SpecialToken" in item:
+          out.append(item["SpecialToken"]["id"])
+        else:
+          seq = item["Sequence"]
+          out.append(f"${seq['id']}" + (f":{seq['type_id']}" if seq["type_id"] else ""))
+      return out
+    return pieces(spec["single"]), pieces(spec["pair"])
+  if spec["type"] == "BertProcessing":
+    cls, sep = spec["cls"][0], spec["sep"][0]
+    return [cls, "$A", sep], [cls, "$A", sep, "$B:1", sep]
+  if spec["type"] == "RobertaProcessing":
+    cls, sep = spec["cls"][0], spec["sep"][0]
+    return [cls, "$A", sep], [cls, "$A", sep, sep, "$B:1", sep]
+  raise ValueError(f"the source tokenizer's post-processor {spec['type']!r} is not supported; "
+                   "expected TemplateProcessing, BertProcessing or RobertaProcessing")
+
+
+def prepare_tokenizer(source: tokenizers.Tokenizer, new: tokenizers.Tokenizer | str | os.PathLike,
+                      *, pad_token: str | None = None) -> tokenizers.Tokenizer:
+  """The new tokenizer ready for the transferred model (a copy; the argument is not changed).
+
+  Checks it has a vocabulary and a pad token (adding `pad_token` when given), and gives it the
+  source's special-token template when it has no post-processor, adding the template's
+  special tokens it lacks.
+  """
+  tok = load_tokenizer(new)
+  specials = init_lib.special_tokens(tok)
+  if tok.get_vocab_size(with_added_tokens=True) <= len(specials):
+    raise ValueError(f"the new tokenizer has an empty vocabulary "
+                     f"({tok.get_vocab_size(with_added_tokens=True)} tokens, all special)")
+  if pad_token is not None and pad_token not in tok.get_vocab(True):
+    tok.add_special_tokens([pad_token])
+  pad = pad_token or _pad_token(tok)
+  if pad is None:
+    raise ValueError(f"the new tokenizer has no pad token: none of {list(_PAD_NAMES)} is in its "
+                     f"vocabulary and it sets no padding; special tokens: {sorted(specials)}. "
+                     "Train it with a pad token or pass pad_token='[PAD]' (it is then added)")
+  if tok.post_processor is None:
+    template = _template(source)
+    if template is not None:
+      single, pair = template
+      needed = [p for p in single + pair if not p.startswith("$")]
+      missing = list(dict.fromkeys(p for p in needed if p not in tok.get_vocab(True)))
+      if missing:
+        tok.add_special_tokens(missing)
+      ids = [(p, tok.token_to_id(p)) for p in dict.fromkeys(needed)]
+      tok.post_processor = tokenizers.processors.TemplateProcessing(
+          single=" ".join(single), pair=" ".join(pair), special_tokens=ids)
+  # Truncation and padding are `encode`'s business; keep the file free of either.
+  tok.no_padding()
+  tok.no_truncation()
+  return tok
+
+
+def word_embeddings(model: EmbeddingModel) -> np.ndarray:
+  """The model's token embedding matrix [V, D] as float32 numpy."""
+  word = getattr(getattr(model.module.encoder, "embeddings", None), "word", None)
+  if word is None:
+    raise ValueError(f"{type(model.module.encoder).__name__} has no embeddings.word table; "
+                     "tokenizer transfer supports TransformerEncoder models")
+  return np.asarray(word.embedding.get_value(), np.float32)
+
+
+def with_embeddings(model: EmbeddingModel, tokenizer: tokenizers.Tokenizer,
+                    table: np.ndarray) -> EmbeddingModel:
+  """A copy of `model` using `tokenizer` and token embeddings `table` [len(vocab), D]."""
+  size = tokenizer.get_vocab_size(with_added_tokens=True)
+  source = word_embeddings(model)
+  if table.shape != (size, source.shape[1]):
+    raise ValueError(f"embedding table has shape {table.shape}; expected ({size}, "
+                     f"{source.shape[1]}) for the new vocabulary")
+  pad = _pad_token(tokenizer)
+  if pad is None:
+    raise ValueError("the tokenizer has no pad token; pass it through prepare_tokenizer first")
+  encoder = nnx.clone(model.module.encoder)
+  cfg = dataclasses.replace(encoder.cfg, vocab_size=size, pad_token_id=tokenizer.token_to_id(pad))
+  word = layers.token_embedding(size, cfg.hidden_size, dtype=cfg.compute_dtype,
+                                param_dtype=cfg.params_dtype, rngs=nnx.Rngs(0))
+  word.embedding.set_value(jnp.asarray(table, cfg.params_dtype))
+  encoder.embeddings.word = word
+  encoder.cfg = cfg
+  module = nnx.clone(model.module)
+  module.encoder = encoder
+  hf = {**model.encoder_config, "vocab_size": size, "pad_token_id": cfg.pad_token_id}
+  tok = tokenizers.Tokenizer.from_str(tokenizer.to_str())
+  tok.no_padding()
+  tok.enable_truncation(max_length=model.max_seq_length)
+  return EmbeddingModel(module=module, tokenizer=tok, max_seq_length=model.max_seq_length,
+                        name=f"{model.name}+{tokenizer.get_vocab_size(True)}tok",
+                        encoder_config=hf)
+
+
+def transfer(model: EmbeddingModel, tokenizer: tokenizers.Tokenizer | str | os.PathLike,
+             method: str = "mean", *, texts: Sequence[str] | None = None, seed: int = 0,
+             pad_token: str | None = None, bare: str = "shortest",
+             distill_options: dict | None = None, **options) -> EmbeddingModel:
+  """`model` moved to `tokenizer`, its new embedding rows initialised by `method`.
+
+  Args:
+    model: the source model (a `TransformerEncoder`-based `EmbeddingModel`).
+    tokenizer: the new tokenizer (object, tokenizer.json path, or a directory holding one).
+    method: one of METHODS. "focus" trains its auxiliary space on `texts`; "distill" starts
+      from "mean" and trains the new rows on `texts` (see `distill`).
+    texts: training texts for "focus" and "distill".
+    pad_token: a pad token to add when the tokenizer has none.
+    bare: how byte-level / Metaspace tokens without a space marker are read (see
+      `init.build_plan`).
+    distill_options: keyword arguments of `distill`.
+    options: method options of the initialiser (e.g. rank=, top_k= for "ofa").
+  """
+  if method not in METHODS:
+    raise ValueError(f"unknown transfer method {method!r}; expected one of {METHODS}")
+  if method in ("focus", "distill") and not texts:
+    raise ValueError(f"method {method!r} needs training texts (texts=...)")
+  tok = prepare_tokenizer(model.tokenizer, tokenizer, pad_token=pad_token)
+  plan = init_lib.build_plan(model.tokenizer, tok, bare=bare)
+  start = "mean" if method == "distill" else method
+  table = init_lib.initialize(start, word_embeddings(model), plan, target=tok, texts=texts,
+                              seed=seed, **options)
+  new = with_embeddings(model, tok, table)
+  if method == "distill":
+    new, _ = distill(new, model, texts, trainable=plan.fresh(), seed=seed,
+                     **(distill_options or {}))
+  return new
+
+
+# ---------------------------------------------------------------------------------------------
+# Distillation: train the new embedding rows only, encoder frozen.
+# ---------------------------------------------------------------------------------------------
+
+_TABLE = ("encoder", "embeddings", "word", "embedding")
+
+
+def _set_table(params: dict, table: jax.Array) -> dict:
+  out = dict(params)
+  node = out
+  for key in _TABLE[:-1]:
+    node[key] = dict(node[key])
+    node = node[key]
+  node[_TABLE[-1]] = table
+  return out
+
+
+def _get_table(params: dict) -> jax.Array:
+  node = params
+  for key in _TABLE:
+    node = node[key]
+  return node
+
+
+def _pooled(graph, params, ids, mask):
+  module = functional.merge(graph, params)
+  out = module.encoder(ids, mask, deterministic=True)
+  return module.pooler(out.last_hidden_state, mask, None).astype(jnp.float32)
+
+
+def distill_loss(student: jax.Array, teacher: jax.Array, kind: str = "cosine") -> jax.Array:
+  """Mean over rows of 1 - cos(student, teacher) ("cosine") or of ||s - t||² / D ("mse")."""
+  if kind == "cosine":
+    s = student / jnp.maximum(jnp.linalg.norm(student, axis=-1, keepdims=True), 1e-12)
+    t = teacher / jnp.maximum(jnp.linalg.norm(teacher, axis=-1, keepdims=True), 1e-12)
+    return jnp.mean(1.0 - jnp.sum(s * t, axis=-1))
+  if kind == "mse":
+    return jnp.mean(jnp.square(student - teacher))
+  raise ValueError(f"distillation loss {kind!r} is not one of ('cosine', 'mse')")
+
+
+def distill(model: EmbeddingModel, source: EmbeddingModel, texts: Sequence[str], *,
+            trainable: np.ndarray | None = None, steps: int = 200, batch_size: int = 32,
+            learning_rate: float = 1e-3, loss: str = "cosine", max_chars: int | None = 400,
+            lengths: tuple[int, ...] = (32, 64, 96, 128), seed: int = 0,
+            teacher: np.ndarray | None = None,
+            log_every: int = 0) -> tuple[EmbeddingModel, list[float]]:
+  """Trains `model`'s token embedding rows `trainable` so its pooled embeddings match `source`'s.
+
+  Both models embed the same texts (cut to `max_chars` characters so that neither truncates
+  and both see the same text); the encoder and all other rows stay fixed. Adam, constant
+  `learning_rate`, batches drawn with replacement from a seeded generator.
+
+  Args:
+    trainable: target ids to train (default: every row).
+    teacher: the source's pooled (unnormalised) embeddings of the cut texts, if already known.
+    lengths: padded lengths of the student's batches (the last one truncates).
+
+  Returns:
+    (the distilled model, the loss of each step).
+  """
+  if steps < 0 or batch_size < 1 or learning_rate <= 0:
+    raise ValueError(f"need steps >= 0, batch_size >= 1, learning_rate > 0; got {steps}, "
+                     f"{batch_size}, {learning_rate}")
+  distill_loss(jnp.zeros((1, 1)), jnp.zeros((1, 1)), loss)  # validates `loss`
+  texts = [t[:max_chars] if max_chars else t for t in texts]
+  if not texts:
+    raise ValueError("distill needs at least one text")
+  if teacher is None:
+    teacher = encode(source, texts, normalize=False, show_progress=False)
+  teacher = np.asarray(teacher, np.float32)
+  if teacher.shape[0] != len(texts):
+    raise ValueError(f"teacher has {teacher.shape[0]} rows for {len(texts)} texts")
+  tok = tokenizers.Tokenizer.from_str(model.tokenizer.to_str())
+  tok.no_padding()
+  tok.enable_truncation(max_length=min(lengths[-1], model.max_seq_length))
+  ids = [e.ids for e in tok.encode_batch(list(texts))]
+
+  graph, params = functional.split(model.module)
+  table = _get_table(params)
+  mask = np.zeros((table.shape[0], 1), np.float32)
+  mask[np.arange(table.shape[0]) if trainable is None else np.asarray(trainable, np.int64)] = 1
+  mask = jnp.asarray(mask)
+  tx = optax.adam(learning_rate)
+  opt_state = tx.init(table)
+
+  @jax.jit
+  def step(params, table, opt_state, batch_ids, batch_mask, target):
+    def f(t):
+      return distill_loss(_pooled(graph, _set_table(params, t), batch_ids, batch_mask), target,
+                          loss)
+    value, grad = jax.value_and_grad(f)(table)
+    updates, opt_state = tx.update(grad * mask, opt_state, table)
+    return optax.apply_updates(table, updates * mask), opt_state, value
+
+  rng = np.random.default_rng(seed)
+  pad_id = model.pad_token_id
+  history = []
+  started = time.time()
+  for i in range(steps):
+    rows = rng.integers(0, len(texts), size=batch_size)
+    batch_ids, batch_mask = pad_to_bucket([ids[r] for r in rows], lengths, pad_id)
+    table, opt_state, value = step(params, table, opt_state, batch_ids, batch_mask,
+                                   teacher[rows])
+    history.append(float(value))
+    if log_every and (i + 1) % log_every == 0:
+      print(f"distill step {i + 1}/{steps} loss {np.mean(history[-log_every:]):.4f} "
+            f"({time.time() - started:.0f}s)", flush=True)
+  out = copy_lib.copy(model)
+  out.module = functional.merge(graph, _set_table(params, table))
+  return out, history
+
+
+# ---------------------------------------------------------------------------------------------
+# CLI: `jaxemb transfer ...`
+# ---------------------------------------------------------------------------------------------
+
+def add_transfer_parser(subparsers) -> argparse.ArgumentParser:
+  """Adds the `transfer` sub-command to `jaxemb`'s argument parser."""
+  p = subparsers.add_parser("transfer", help="move a model to a new tokenizer and write it as a "
+                                             "sentence-transformers directory")
+  p.add_argument("--model", default="all-MiniLM-L6-v2", help="source model name or directory")
+  p.add_argument("--tokenizer", required=True, help="the new tokenizer.json (or its directory)")
+  p.add_argument("--method", default="mean", choices=METHODS)
+  p.add_argument("--out", required=True, help="output model directory")
+  p.add_argument("--pad-token", default=None, help="pad token to add if the tokenizer has none")
+  p.add_argument("--texts", default="stdlib_code_search:train",
+                 help="training texts for focus/distill: a UTF-8 file, one text per line, or "
+                      "TASK:SPLIT of the code-search corpus (queries and code)")
+  p.add_argument("--steps", type=int, default=200, help="distill: optimisation steps")
+  p.add_argument("--seed", type=int, default=0)
+  p.set_defaults(func=transfer_main)
+  return p
+
+
+def _read_texts(spec: str) -> list[str]:
+  if Path(spec).is_file():
+    return [line for line in Path(spec).read_text(encoding="utf-8").splitlines() if line]
+  from jaxemb.data import code_search
+  name, split = code_search.parse_task(spec)
+  queries, codes = code_search.load_split(split)
+  return list(queries) + list(codes)
+
+
+def transfer_main(args: argparse.Namespace) -> None:
+  """Runs `jaxemb transfer`: load, transfer, save; prints the output directory."""
+  from jaxemb.pretrained.sentence_transformers import load_pretrained, save_pretrained
+  model = load_pretrained(args.model)
+  texts = _read_texts(args.texts) if args.method in ("focus", "distill") else None
+  new = transfer(model, args.tokenizer, args.method, texts=texts, seed=args.seed,
+                 pad_token=args.pad_token, distill_options={"steps": args.steps})
+  print(save_pretrained(new, args.out))

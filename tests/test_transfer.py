@@ -1,0 +1,211 @@
+"""`transfer`: new tokenizer + rebuilt embedding table, template and pad checks, save/load round
+trip, bad tokenizers, distillation, the CLI. Tiny random models except one MiniLM check."""
+
+from __future__ import annotations
+
+import argparse
+import json
+
+import numpy as np
+import pytest
+import tokenizers
+from flax import nnx
+from tokenizers import decoders, models, pre_tokenizers, trainers
+
+import jaxemb
+from jaxemb.adapt import transfer as T
+from jaxemb.model import EmbeddingModel
+from jaxemb.nn.embedder import SentenceEmbedder
+from jaxemb.nn.pooling import Pooler
+from jaxemb.nn.transformer import TransformerConfig, TransformerEncoder
+from tiny_tokenizer import tiny_tokenizer
+
+TEXTS = ["hello world", "def foo(bar): return bar", "the quick brown fox", "open a file",
+         "return the sum of two numbers", "x = y + 1", "read lines from a socket",
+         "sort a list in place", "parse the header", "close the connection"]
+
+
+def _tiny() -> EmbeddingModel:
+  tok = tiny_tokenizer()
+  cfg = TransformerConfig(vocab_size=tok.get_vocab_size(), hidden_size=32, num_layers=2,
+                          num_heads=4, intermediate_size=64, max_position_embeddings=64)
+  rngs = nnx.Rngs(0)
+  module = SentenceEmbedder(TransformerEncoder(cfg, rngs=rngs), Pooler("mean", 32, rngs=rngs))
+  return EmbeddingModel(module=module, tokenizer=tok, max_seq_length=64, name="tiny")
+
+
+def _bpe(vocab_size=300, specials=("[PAD]", "[UNK]")) -> tokenizers.Tokenizer:
+  """A cased byte-level BPE without a post-processor (no [CLS]/[SEP] of its own)."""
+  tok = tokenizers.Tokenizer(models.BPE())
+  tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+  tok.decoder = decoders.ByteLevel()
+  tok.train_from_iterator(TEXTS * 3, trainers.BpeTrainer(
+      vocab_size=vocab_size, special_tokens=list(specials), show_progress=False,
+      initial_alphabet=pre_tokenizers.ByteLevel.alphabet()))
+  return tok
+
+
+@pytest.fixture(scope="module")
+def tiny():
+  return _tiny()
+
+
+def test_new_tokenizer_gets_the_source_template(tiny):
+  new = T.transfer(tiny, _bpe(), "mean")
+  tok = new.tokenizer
+  enc = tok.encode("hello world")
+  assert enc.tokens[0] == "[CLS]" and enc.tokens[-1] == "[SEP]"
+  assert {"[CLS]", "[SEP]"} <= set(T.init_lib.special_tokens(tok))
+  size = tok.get_vocab_size(with_added_tokens=True)
+  assert T.word_embeddings(new).shape == (size, 32)
+  assert new.module.encoder.cfg.vocab_size == size
+  assert new.pad_token_id == tok.token_to_id("[PAD]") == 0
+  # Specials copied from the source rows of the same name.
+  src, dst = T.word_embeddings(tiny), T.word_embeddings(new)
+  for name in ("[PAD]", "[UNK]", "[CLS]", "[SEP]"):
+    np.testing.assert_array_equal(dst[tok.token_to_id(name)],
+                                  src[tiny.tokenizer.token_to_id(name)])
+  # The source model is untouched.
+  assert T.word_embeddings(tiny).shape == (tiny.tokenizer.get_vocab_size(), 32)
+  # Embeddings of the new model come out finite and normalised.
+  emb = jaxemb.encode(new, TEXTS)
+  np.testing.assert_allclose(np.linalg.norm(emb, axis=1), 1, atol=1e-5)
+
+
+def test_own_template_is_kept(tiny):
+  bpe = _bpe(specials=("<pad>", "<s>", "</s>"))
+  bpe.post_processor = tokenizers.processors.TemplateProcessing(
+      single="<s> $A </s>", special_tokens=[("<s>", 1), ("</s>", 2)])
+  new = T.transfer(tiny, bpe, "mean")
+  enc = new.tokenizer.encode("hello")
+  assert enc.tokens[0] == "<s>" and enc.tokens[-1] == "</s>"
+  assert "[CLS]" not in new.tokenizer.get_vocab(True)
+  # <s> plays [CLS]'s role, so it copies [CLS]'s row.
+  np.testing.assert_array_equal(T.word_embeddings(new)[1],
+                                T.word_embeddings(tiny)[tiny.tokenizer.token_to_id("[CLS]")])
+  assert new.pad_token_id == 0
+
+
+def test_transfer_to_own_tokenizer_is_identity(tiny):
+  """Every token of the source overlaps itself: the new model embeds exactly as the source."""
+  for method in ("random", "mean", "ofa"):
+    new = T.transfer(tiny, tiny.tokenizer, method)
+    np.testing.assert_array_equal(T.word_embeddings(new), T.word_embeddings(tiny))
+    np.testing.assert_allclose(jaxemb.encode(new, TEXTS), jaxemb.encode(tiny, TEXTS), atol=1e-6)
+
+
+@pytest.mark.parametrize("method", T.init_lib.METHODS)
+def test_round_trip_through_save_and_load(tiny, tmp_path, method):
+  new = T.transfer(tiny, _bpe(), method, texts=TEXTS)
+  out = jaxemb.save_pretrained(new, tmp_path / method)
+  again = jaxemb.load_pretrained(out)
+  assert json.loads(again.tokenizer.to_str())["model"]["type"] == "BPE"
+  for text in TEXTS:
+    assert again.tokenizer.encode(text).ids == new.tokenizer.encode(text).ids
+  np.testing.assert_array_equal(T.word_embeddings(again), T.word_embeddings(new))
+  assert again.pad_token_id == new.pad_token_id
+  np.testing.assert_allclose(jaxemb.encode(again, TEXTS), jaxemb.encode(new, TEXTS), atol=1e-6)
+
+
+def test_malformed_tokenizer_file(tiny, tmp_path):
+  bad = tmp_path / "tokenizer.json"
+  bad.write_text('{"model": {"type": "BPE", "vocab": ')
+  with pytest.raises(ValueError, match="not a valid Hugging Face tokenizer.json"):
+    T.transfer(tiny, bad, "mean")
+  bad.write_text(json.dumps({"version": "1.0", "model": {"type": "NoSuchModel"}}))
+  with pytest.raises(ValueError, match="not a valid Hugging Face tokenizer.json"):
+    T.transfer(tiny, tmp_path, "mean")  # a directory holding the file
+  with pytest.raises(FileNotFoundError, match="no tokenizer file"):
+    T.transfer(tiny, tmp_path / "missing.json", "mean")
+
+
+def test_empty_vocabulary(tiny):
+  empty = tokenizers.Tokenizer(models.WordLevel({}, unk_token="[UNK]"))
+  with pytest.raises(ValueError, match="empty vocabulary"):
+    T.transfer(tiny, empty, "mean")
+  only_specials = tokenizers.Tokenizer(models.WordLevel({"[PAD]": 0, "[UNK]": 1},
+                                                        unk_token="[UNK]"))
+  only_specials.add_special_tokens(["[PAD]", "[UNK]"])
+  with pytest.raises(ValueError, match="empty vocabulary"):
+    T.transfer(tiny, only_specials, "mean")
+
+
+def test_no_pad_token(tiny):
+  with pytest.raises(ValueError, match="no pad token.*pad_token='\\[PAD\\]'"):
+    T.transfer(tiny, _bpe(specials=("[UNK]",)), "mean")
+  new = T.transfer(tiny, _bpe(specials=("[UNK]",)), "mean", pad_token="[PAD]")
+  assert new.tokenizer.id_to_token(new.pad_token_id) == "[PAD]"
+  np.testing.assert_array_equal(T.word_embeddings(new)[new.pad_token_id],
+                                T.word_embeddings(tiny)[0])
+
+
+def test_bad_method_and_missing_texts(tiny):
+  with pytest.raises(ValueError, match="unknown transfer method 'fvt'"):
+    T.transfer(tiny, _bpe(), "fvt")
+  for method in ("focus", "distill"):
+    with pytest.raises(ValueError, match="needs training texts"):
+      T.transfer(tiny, _bpe(), method)
+
+
+def test_distill_loss_matches_numpy():
+  rng = np.random.default_rng(0)
+  s, t = rng.normal(size=(5, 7)), rng.normal(size=(5, 7))
+  cos = np.mean([1 - a @ b / np.linalg.norm(a) / np.linalg.norm(b) for a, b in zip(s, t)])
+  np.testing.assert_allclose(T.distill_loss(s, t, "cosine"), cos, rtol=1e-5)
+  np.testing.assert_allclose(T.distill_loss(s, t, "mse"), ((s - t) ** 2).mean(), rtol=1e-5)
+  with pytest.raises(ValueError, match="'l1' is not one of"):
+    T.distill_loss(s, t, "l1")
+
+
+def test_distill_trains_only_new_rows_and_lowers_the_loss(tiny):
+  bpe = _bpe()
+  start = T.transfer(tiny, bpe, "mean")
+  plan = T.init_lib.build_plan(tiny.tokenizer, start.tokenizer)
+  fresh = plan.fresh()
+  assert len(fresh) > 0
+  out, history = T.distill(start, tiny, TEXTS, trainable=fresh, steps=40, batch_size=8,
+                           learning_rate=3e-2, lengths=(32, 64))
+  assert np.mean(history[-5:]) < 0.7 * np.mean(history[:5])
+  before, after = T.word_embeddings(start), T.word_embeddings(out)
+  frozen = np.setdiff1d(np.arange(len(before)), fresh)
+  np.testing.assert_array_equal(after[frozen], before[frozen])
+  assert not np.allclose(after[fresh], before[fresh])
+  # The encoder is frozen.
+  p0 = nnx.state(start.module.encoder.layers, nnx.Param)
+  p1 = nnx.state(out.module.encoder.layers, nnx.Param)
+  for a, b in zip(nnx.to_flat_state(p0), nnx.to_flat_state(p1)):
+    np.testing.assert_array_equal(np.asarray(a[1][...]), np.asarray(b[1][...]))
+  # Distilled embeddings are closer to the source's than the starting point's.
+  ref = jaxemb.encode(tiny, TEXTS)
+  gap = lambda m: np.mean(1 - np.sum(jaxemb.encode(m, TEXTS) * ref, axis=1))
+  assert gap(out) < gap(start)
+
+
+def test_cli_writes_a_loadable_model(tiny, tmp_path):
+  src = jaxemb.save_pretrained(tiny, tmp_path / "src")
+  tok_file = tmp_path / "bpe.json"
+  _bpe().save(str(tok_file))
+  texts = tmp_path / "texts.txt"
+  texts.write_text("\n".join(TEXTS))
+  parser = argparse.ArgumentParser()
+  T.add_transfer_parser(parser.add_subparsers())
+  for method in ("mean", "focus"):
+    args = parser.parse_args(["transfer", "--model", str(src), "--tokenizer", str(tok_file),
+                              "--method", method, "--texts", str(texts),
+                              "--out", str(tmp_path / method)])
+    args.func(args)
+    again = jaxemb.load_pretrained(tmp_path / method)
+    assert again.tokenizer.encode("hello").tokens[0] == "[CLS]"
+    assert T.word_embeddings(again).shape[0] == again.tokenizer.get_vocab_size(True)
+
+
+def test_minilm_to_its_own_tokenizer_reproduces_it():
+  minilm = jaxemb.load_pretrained("all-MiniLM-L6-v2")
+  new = T.transfer(minilm, minilm.tokenizer, "mean")
+  texts = ["This is an example sentence", "Each sentence is converted", "def foo(): pass"]
+  np.testing.assert_allclose(jaxemb.encode(new, texts), jaxemb.encode(minilm, texts), atol=1e-6)
+  src, dst = T.word_embeddings(minilm), T.word_embeddings(new)
+  same = [i for i, t in enumerate(T.init_lib._id_to_token(minilm.tokenizer))
+          if not t.startswith("[unused")]
+  # Only rows the normaliser folds onto another token (e.g. "##(" -> "(") may differ.
+  assert np.mean(np.all(src[same] == dst[same], axis=1)) > 0.98
