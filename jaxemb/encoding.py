@@ -14,14 +14,12 @@ import functools
 from typing import Sequence
 
 import jax
-import jax.numpy as jnp
 import numpy as np
 import tqdm
 from flax import nnx
 from jax.sharding import NamedSharding, PartitionSpec as P
 
 from jaxemb.model import EmbeddingModel
-from jaxemb.nn.embedder import l2_normalize
 
 # Bucket ladder: step 4 to 32 tokens, then ~12% steps. Measured on all-MiniLM-L6-v2 (CPU):
 # exact lengths are fastest warm, but every new length is a compile; this ladder stays within a
@@ -73,13 +71,11 @@ def tokenize(model: EmbeddingModel, texts: Sequence[str]) -> list[list[int]]:
   return [e.ids for e in tok.encode_batch(list(texts))]
 
 
-@functools.partial(jax.jit, static_argnums=(0,))
-def _pooled(graphdef, state, input_ids, attention_mask):
+@functools.partial(jax.jit, static_argnames=("graphdef", "normalize"))
+def _forward(graphdef, state, input_ids, attention_mask, *, normalize: bool):
+  """The embedder's own forward (`SentenceEmbedder.__call__`), jitted per batch shape."""
   module = nnx.merge(graphdef, state)
-  out = module.encoder(input_ids, attention_mask, deterministic=True,
-                       output_hidden_states=module.pooler.kind == "multi_layer")
-  all_hidden = jnp.stack(out.hidden_states) if out.hidden_states is not None else None
-  return module.pooler(out.last_hidden_state, attention_mask, all_hidden).astype(jnp.float32)
+  return module(input_ids, attention_mask, deterministic=True, normalize=normalize)
 
 
 # Attention-score elements (rows x heads x length^2) per batch. Beyond a few MB the scores
@@ -104,8 +100,17 @@ def _padded_rows(n: int, rows: int, num_devices: int) -> int:
   return -(-rows // num_devices) * num_devices
 
 
+def _to_host(x: jax.Array) -> np.ndarray:
+  """All rows on this host, also when they are spread over other processes' devices."""
+  if not x.is_fully_addressable:
+    x = jax.device_put(x, NamedSharding(x.sharding.mesh, P()))
+    return np.asarray(x.addressable_data(0))
+  return np.asarray(x)
+
+
 def encode(model: EmbeddingModel, texts: Sequence[str], *, batch_size: int = 64,
-           normalize: bool = True, show_progress: bool | None = None) -> np.ndarray:
+           normalize: bool = True, show_progress: bool | None = None,
+           mesh: jax.sharding.Mesh | None = None) -> np.ndarray:
   """Embeds `texts` with `model`.
 
   Args:
@@ -115,6 +120,9 @@ def encode(model: EmbeddingModel, texts: Sequence[str], *, batch_size: int = 64,
       smaller batches so attention scores stay in cache (see `batch_rows`).
     normalize: L2-normalise each embedding (cosine similarity = dot product).
     show_progress: progress bar; by default shown for more than 8 * batch_size texts.
+    mesh: the caller's device mesh (e.g. the training mesh, which may span processes): rows
+      are split over all of its devices and the parameters stay where they are. Every
+      process must then call `encode` with the same texts. Default: this process's devices.
 
   Returns:
     float32 array [len(texts), D] in input order.
@@ -129,11 +137,16 @@ def encode(model: EmbeddingModel, texts: Sequence[str], *, batch_size: int = 64,
   lengths = np.array([len(x) for x in ids])
   order = np.argsort(-lengths, kind="stable")
   buckets = bucket_lengths(model.max_seq_length)
-  devices = jax.local_devices()
-  mesh = jax.sharding.Mesh(np.array(devices), ("data",))
-  rows_sharding = NamedSharding(mesh, P("data"))
   graphdef, state = nnx.split(model.module)
-  state = jax.device_put(state, NamedSharding(mesh, P()))
+  if mesh is None:
+    devices = jax.local_devices()
+    rows_mesh = jax.sharding.Mesh(np.array(devices), ("data",))
+    state = jax.device_put(state, NamedSharding(rows_mesh, P()))
+  else:  # all the caller's devices on one axis; its parameter shardings are kept
+    devices = list(mesh.devices.flat)
+    rows_mesh = jax.sharding.Mesh(mesh.devices.reshape(-1), ("data",))
+  rows_sharding = NamedSharding(rows_mesh, P("data"))
+  place = lambda x: jax.make_array_from_callback(x.shape, rows_sharding, lambda i: x[i])
   num_heads = getattr(model.module.encoder.cfg, "num_heads", None)  # None: no attention
 
   # Longest first; each batch is padded to the bucket of its first (longest) text.
@@ -151,20 +164,17 @@ def encode(model: EmbeddingModel, texts: Sequence[str], *, batch_size: int = 64,
   with tqdm.tqdm(total=len(texts), desc="encode", unit="text", disable=not show_progress) as bar:
     for batch, rows in batches:
       input_ids, mask = pad_to_bucket([ids[i] for i in batch], buckets, model.pad_token_id, rows)
-      out = _pooled(graphdef, state, jax.device_put(input_ids, rows_sharding),
-                    jax.device_put(mask, rows_sharding))
+      out = _forward(graphdef, state, place(input_ids), place(mask), normalize=normalize)
       results.append((batch, out))  # dispatch is asynchronous; collect below
       if len(results) > 1:
         prev_batch, prev = results[-2]
-        results[-2] = (prev_batch, np.asarray(prev))
+        results[-2] = (prev_batch, _to_host(prev))
         bar.update(len(prev_batch))
     last_batch, last = results[-1]
-    results[-1] = (last_batch, np.asarray(last))
+    results[-1] = (last_batch, _to_host(last))
     bar.update(len(last_batch))
 
   emb = np.empty((len(texts), model.dim), np.float32)
   for batch, out in results:
     emb[batch] = out[:len(batch)]
-  if normalize:
-    emb = np.asarray(l2_normalize(emb))
   return emb
