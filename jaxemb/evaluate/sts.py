@@ -93,3 +93,49 @@ def sts_evaluator(
   if emb.ndim != 2 or emb.shape[0] != 2 * len(first):
     raise ValueError(f"embed_fn returned shape {emb.shape}; expected [{2 * len(first)}, D]")
   yield from sts_metrics(emb[: len(first)], emb[len(first) :], scores).items()
+
+
+def load_sts_tsv(path, *, sentence1: int = 0, sentence2: int = 1, score: int = 2) -> dict:
+  """Reads STS pairs from a UTF-8 tab-separated file into the `sts` evaluator's data.
+
+  Each line holds at least three tab-separated fields; `sentence1`, `sentence2` and `score`
+  are their column indices (STS-B's `sentence1<TAB>sentence2<TAB>score` by default). A first
+  line whose score field is not a number is a header and skipped; empty lines are skipped.
+
+  Returns:
+    {"sentences1": [...], "sentences2": [...], "scores": float64 array}.
+  """
+  import os
+  from pathlib import Path
+  path = Path(os.fspath(path))
+  if not path.is_file():
+    raise ValueError(f"STS file {str(path)!r} does not exist")
+  raw = path.read_bytes()
+  try:
+    text = raw.decode("utf-8")
+  except UnicodeDecodeError as e:
+    line = raw.count(b"\n", 0, e.start) + 1
+    raise ValueError(f"{str(path)!r} is not UTF-8: line {line}, byte offset {e.start} "
+                     f"({raw[e.start:e.start + 1]!r})") from None
+  first, second, scores = [], [], []
+  need = max(sentence1, sentence2, score) + 1
+  for number, line in enumerate(text.splitlines(), 1):
+    if not line.strip():
+      continue
+    fields = line.split("\t")
+    if len(fields) < need:
+      raise ValueError(f"{str(path)!r} line {number} has {len(fields)} tab-separated fields; "
+                       f"expected at least {need}")
+    try:
+      value = float(fields[score])
+    except ValueError:
+      if not scores and not first:  # a header line
+        continue
+      raise ValueError(f"{str(path)!r} line {number}: score {fields[score]!r} is not a "
+                       "number") from None
+    first.append(fields[sentence1])
+    second.append(fields[sentence2])
+    scores.append(value)
+  if len(scores) < 2:
+    raise ValueError(f"{str(path)!r} holds {len(scores)} pairs; expected at least 2")
+  return {"sentences1": first, "sentences2": second, "scores": np.asarray(scores, np.float64)}
