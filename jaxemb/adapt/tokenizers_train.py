@@ -1,0 +1,184 @@
+"""New tokenizers for transfer (code BPE, UnigramLM), their token statistics, and the transfer
+experiment on the stdlib code-search task.
+
+    python -m jaxemb.adapt.tokenizers_train --out /tmp/transfer_exp    # the README table
+
+Both tokenizers are cased and carry only [PAD] and [UNK]; `transfer` gives them MiniLM's
+[CLS] $A [SEP] template.
+  code BPE  byte-level BPE (GPT-2 pre-tokeniser: runs of spaces and indentation are tokens).
+  UnigramLM SentencePiece-style Metaspace; whitespace runs collapse to one space first (as
+            SentencePiece's remove_extra_whitespaces; BERT drops whitespace altogether).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import time
+from pathlib import Path
+from typing import Sequence
+
+import numpy as np
+import tokenizers
+from tokenizers import decoders, models, normalizers, pre_tokenizers, trainers
+
+SPECIALS = ("[PAD]", "[UNK]")
+
+
+def train_code_bpe(texts: Sequence[str], vocab_size: int = 16000, *,
+                   min_frequency: int = 2) -> tokenizers.Tokenizer:
+  """A cased byte-level BPE trained on `texts` (no unknown tokens: every byte is spelled)."""
+  if vocab_size < 256 + len(SPECIALS):
+    raise ValueError(f"vocab_size={vocab_size} is below the 256 bytes plus {len(SPECIALS)} "
+                     "special tokens a byte-level BPE needs")
+  tok = tokenizers.Tokenizer(models.BPE())
+  tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+  tok.decoder = decoders.ByteLevel()
+  tok.train_from_iterator(list(texts), trainers.BpeTrainer(
+      vocab_size=vocab_size, min_frequency=min_frequency, special_tokens=list(SPECIALS),
+      initial_alphabet=pre_tokenizers.ByteLevel.alphabet(), show_progress=False))
+  return tok
+
+
+def train_unigram(texts: Sequence[str], vocab_size: int = 8000) -> tokenizers.Tokenizer:
+  """A cased UnigramLM (Metaspace) tokenizer trained on `texts`; unseen characters -> [UNK]."""
+  if vocab_size < 1 + len(SPECIALS):
+    raise ValueError(f"vocab_size={vocab_size} must exceed the {len(SPECIALS)} special tokens")
+  tok = tokenizers.Tokenizer(models.Unigram())
+  tok.normalizer = normalizers.Sequence([normalizers.NFKC(),
+                                         normalizers.Replace(tokenizers.Regex(r"\s+"), " "),
+                                         normalizers.Strip()])
+  tok.pre_tokenizer = pre_tokenizers.Metaspace()
+  tok.decoder = decoders.Metaspace()
+  tok.train_from_iterator(list(texts), trainers.UnigramTrainer(
+      vocab_size=vocab_size, special_tokens=list(SPECIALS), unk_token="[UNK]",
+      show_progress=False))
+  return tok
+
+
+def token_stats(tokenizer: tokenizers.Tokenizer, texts: Sequence[str], *,
+                max_length: int = 256, unk_token: str | None = None) -> dict[str, float]:
+  """Tokens per text with special tokens (mean, p95), % of texts longer than `max_length`,
+  and the share of non-special tokens that are the unknown token (0 when it has none)."""
+  tok = tokenizers.Tokenizer.from_str(tokenizer.to_str())
+  tok.no_truncation()
+  tok.no_padding()
+  enc = tok.encode_batch(list(texts))
+  lengths = np.array([len(e.ids) for e in enc])
+  unk = tok.token_to_id(unk_token) if unk_token else next(
+      (tok.token_to_id(t) for t in ("[UNK]", "<unk>") if tok.token_to_id(t) is not None), None)
+  regular = sum(int(sum(1 for m in e.special_tokens_mask if not m)) for e in enc)
+  unks = sum(int(np.sum((np.array(e.ids) == unk) & (np.array(e.special_tokens_mask) == 0)))
+             for e in enc) if unk is not None else 0
+  return {"mean": float(lengths.mean()), "p95": float(np.percentile(lengths, 95)),
+          "truncated_pct": float(100 * np.mean(lengths > max_length)),
+          "unk_pct": float(100 * unks / max(regular, 1))}
+
+
+# ---------------------------------------------------------------------------------------------
+# The experiment: every method on both tokenizers, beside the original model.
+# ---------------------------------------------------------------------------------------------
+
+def _parameters(model) -> int:
+  from flax import nnx
+  state = nnx.state(model.module, nnx.Param)
+  return int(sum(np.prod(v[...].shape) for _, v in nnx.to_flat_state(state)))
+
+
+def _row(model, queries, codes, tokenizer, split) -> dict:
+  import jaxemb
+  from jaxemb.data import code_search
+  started = time.time()
+  metrics = code_search.evaluate_model(
+      lambda texts: jaxemb.encode(model, texts, show_progress=False), split)
+  q, c = (token_stats(tokenizer, t, max_length=model.max_seq_length) for t in (queries, codes))
+  return {"mrr@10": metrics["mrr@10"], "recall@10": metrics["recall@10"],
+          "query_tokens_mean": q["mean"], "query_tokens_p95": q["p95"],
+          "code_tokens_mean": c["mean"], "code_tokens_p95": c["p95"],
+          "code_truncated_pct": c["truncated_pct"],
+          "unk_pct": (q["unk_pct"] * q["mean"] + c["unk_pct"] * c["mean"]) / (q["mean"] + c["mean"]),
+          "parameters": _parameters(model), "eval_seconds": time.time() - started}
+
+
+def experiment(out: str | Path, *, methods: Sequence[str] | None = None, split: str = "test",
+               distill_steps: int = 300, distill_batch: int = 32) -> list[dict]:
+  """Trains the two tokenizers on the train split, transfers MiniLM with every method, and
+  writes one JSON line per (tokenizer, method) to `out/results.jsonl` as each finishes."""
+  import jaxemb
+  from jaxemb.adapt import transfer as transfer_lib
+  from jaxemb.data import code_search
+  out = Path(out)
+  out.mkdir(parents=True, exist_ok=True)
+  methods = list(methods or transfer_lib.METHODS)
+  train_q, train_c = code_search.load_split("train")
+  test_q, test_c = code_search.load_split(split)
+  train_texts = list(train_q) + list(train_c)
+  source = jaxemb.load_pretrained("all-MiniLM-L6-v2")
+  results_file = out / "results.jsonl"
+  done = set()
+  if results_file.exists():
+    done = {(r["tokenizer"], r["method"]) for r in map(json.loads, results_file.open())}
+
+  def record(row):
+    print(json.dumps(row), flush=True)
+    with results_file.open("a") as f:
+      f.write(json.dumps(row) + "\n")
+
+  if ("original", "-") not in done:
+    record({"tokenizer": "original", "method": "-",
+            **_row(source, test_q, test_c, source.tokenizer, split)})
+  built = {}
+  for name, make in (("code_bpe_16k", lambda: train_code_bpe(train_texts, 16000)),
+                     ("unigram_8k", lambda: train_unigram(train_texts, 8000))):
+    path = out / f"{name}.json"
+    if not path.exists():
+      make().save(str(path))
+    built[name] = transfer_lib.load_tokenizer(path)
+  teacher = None
+  for name, tok in built.items():
+    for method in methods:
+      if (name, method) in done:
+        continue
+      started = time.time()
+      options = {}
+      if method == "distill":
+        cut = [t[:300] for t in train_texts]
+        if teacher is None:
+          teacher = jaxemb.encode(source, cut, normalize=False, show_progress=False)
+        options = {"distill_options": {"steps": distill_steps, "batch_size": distill_batch,
+                                       "teacher": teacher, "max_chars": 300, "log_every": 50}}
+      model = transfer_lib.transfer(source, tok, method, texts=train_texts, **options)
+      build_s = time.time() - started
+      record({"tokenizer": name, "method": method, "vocab": tok.get_vocab_size(True),
+              "build_seconds": build_s, **_row(model, test_q, test_c, model.tokenizer, split)})
+  return [json.loads(line) for line in results_file.open()]
+
+
+def table(rows: Sequence[dict]) -> str:
+  """The results as a Markdown table."""
+  head = ("| tokenizer | method | MRR@10 | R@10 | query tok mean / p95 | code tok mean / p95 | "
+          "code truncated % | UNK % | params |")
+  lines = [head, "|" + "---|" * 9]
+  for r in rows:
+    lines.append(f"| {r['tokenizer']} | {r['method']} | {r['mrr@10']:.3f} | {r['recall@10']:.3f}"
+                 f" | {r['query_tokens_mean']:.1f} / {r['query_tokens_p95']:.0f}"
+                 f" | {r['code_tokens_mean']:.1f} / {r['code_tokens_p95']:.0f}"
+                 f" | {r['code_truncated_pct']:.1f} | {r['unk_pct']:.2f}"
+                 f" | {r['parameters'] / 1e6:.1f}M |")
+  return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> None:
+  parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+  parser.add_argument("--out", required=True, help="directory for tokenizers and results.jsonl")
+  parser.add_argument("--methods", default="", help="comma-separated subset of the methods")
+  parser.add_argument("--split", default="test")
+  parser.add_argument("--distill-steps", type=int, default=300)
+  args = parser.parse_args(argv)
+  rows = experiment(args.out, methods=[m for m in args.methods.split(",") if m] or None,
+                    split=args.split, distill_steps=args.distill_steps)
+  print(table(rows))
+
+
+if __name__ == "__main__":
+  main()
