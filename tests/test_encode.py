@@ -179,9 +179,9 @@ def test_small_batches_for_long_texts_give_the_same_embeddings(monkeypatch):
   texts = _texts(40, seed=7)
   full = jaxemb.encode(model, texts, batch_size=16)
   seen = []
-  real = encode_module._pooled
-  monkeypatch.setattr(encode_module, "_pooled", lambda g, s, ids, mask: (
-      seen.append(ids.shape), real(g, s, ids, mask))[1])
+  real = encode_module._forward
+  monkeypatch.setattr(encode_module, "_forward", lambda g, s, ids, mask, **kw: (
+      seen.append(ids.shape), real(g, s, ids, mask, **kw))[1])
   # A budget so small that only texts padded to <= 8 tokens keep 16 rows (4 heads x 16 rows
   # x 8^2 = 4096); longer ones get 4, rounded up to the 8 devices.
   monkeypatch.setattr(encode_module, "_ATTENTION_BUDGET", 4096)
@@ -200,13 +200,13 @@ def test_encode_compiles_a_bounded_number_of_shapes(monkeypatch):
   buckets = encode_module.bucket_lengths(MAX_LEN)
   assert len(lengths) > 2 * len(buckets)  # exact-length padding would compile more shapes
   seen = []
-  real = encode_module._pooled
+  real = encode_module._forward
 
-  def recording(graphdef, state, input_ids, attention_mask):
+  def recording(graphdef, state, input_ids, attention_mask, **kw):
     seen.append(input_ids.shape)
-    return real(graphdef, state, input_ids, attention_mask)
+    return real(graphdef, state, input_ids, attention_mask, **kw)
 
-  monkeypatch.setattr(encode_module, "_pooled", recording)
+  monkeypatch.setattr(encode_module, "_forward", recording)
   before = real._cache_size()
   jaxemb.encode(model, texts, batch_size=8)
   shapes = set(seen)

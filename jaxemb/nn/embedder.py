@@ -32,19 +32,19 @@ class SentenceEmbedder(nnx.Module):
     return self.encoder.hidden_size
 
   def __call__(self, input_ids: jax.Array, attention_mask: jax.Array, *,
-               deterministic: bool = True) -> jax.Array:
+               deterministic: bool = True, normalize: bool | None = None) -> jax.Array:
+    """Embeds a padded batch: float32 `[B, D]`.
+
+    Args:
+      input_ids: int `[B, L]` token ids.
+      attention_mask: `[B, L]`, 1 for real tokens and 0 for padding.
+      deterministic: disables dropout when True (inference).
+      normalize: L2-normalise the pooled vectors; None uses the module's `normalize`.
+    """
+    normalize = self.normalize if normalize is None else normalize
     needs_all = self.pooler.kind == "multi_layer"
     out = self.encoder(input_ids, attention_mask, deterministic=deterministic,
                        output_hidden_states=needs_all)
     all_hidden = jnp.stack(out.hidden_states) if needs_all else None
     pooled = self.pooler(out.last_hidden_state, attention_mask, all_hidden)
-    return l2_normalize(pooled) if self.normalize else pooled.astype(jnp.float32)
-
-
-def embed(graphdef: nnx.GraphDef, params: nnx.State, batch: dict) -> jax.Array:
-  """Functional form used under `jax.jit`: merges the module and embeds `batch`.
-
-  `batch` holds "input_ids" and "attention_mask" ([B, L]); returns float32 [B, D].
-  """
-  model = nnx.merge(graphdef, params)
-  return model(batch["input_ids"], batch["attention_mask"])
+    return l2_normalize(pooled) if normalize else pooled.astype(jnp.float32)
