@@ -133,8 +133,26 @@ def load_pretrained(name_or_path: str | os.PathLike, *, dtype: str = "float32",
   # pads per batch itself and truncates at max_seq_length, as sentence-transformers does.
   tokenizer.no_padding()
   tokenizer.enable_truncation(max_length=int(max_len))
-  return EmbeddingModel(module=module, tokenizer=tokenizer, max_seq_length=int(max_len),
-                        name=str(name_or_path), encoder_config=hf_config)
+  model = EmbeddingModel(module=module, tokenizer=tokenizer, max_seq_length=int(max_len),
+                         name=str(name_or_path), encoder_config=hf_config)
+  model.prompts, model.default_prompt_name = _read_prompts(directory)
+  return model
+
+
+def _read_prompts(directory: Path) -> tuple[dict[str, str], str | None]:
+  """sentence-transformers' prompts (name -> text prepended to inputs) and default prompt name
+  from config_sentence_transformers.json (none when the file or the keys are absent)."""
+  path = directory / "config_sentence_transformers.json"
+  cfg = json.loads(path.read_text(encoding="utf-8")) if path.is_file() else {}
+  prompts = cfg.get("prompts") or {}
+  if not isinstance(prompts, dict) or not all(
+      isinstance(k, str) and isinstance(v, str) for k, v in prompts.items()):
+    raise ValueError(f"{path}: 'prompts' must map names to strings, got {prompts!r}")
+  default = cfg.get("default_prompt_name")
+  if default is not None and default not in prompts:
+    raise ValueError(f"{path}: default_prompt_name {default!r} is not one of the prompts "
+                     f"{sorted(prompts)}")
+  return dict(prompts), default
 
 
 def save_pretrained(model: EmbeddingModel, directory: str | os.PathLike) -> Path:
@@ -174,7 +192,9 @@ def save_pretrained(model: EmbeddingModel, directory: str | os.PathLike) -> Path
                **{f: f == flag for f in _ST_POOLING}, "pooling_mode_mean_sqrt_len_tokens": False}
     (tmp / "1_Pooling" / "config.json").write_text(json.dumps(pooling, indent=2))
     (tmp / "config_sentence_transformers.json").write_text(
-        json.dumps({"__version__": {"jaxemb": "0.1.0"}, "similarity_fn_name": "cosine"},
+        json.dumps({"__version__": {"jaxemb": "0.1.0"}, "similarity_fn_name": "cosine",
+                    "prompts": dict(getattr(model, "prompts", None) or {}),
+                    "default_prompt_name": getattr(model, "default_prompt_name", None)},
                    indent=2))
     # mkdtemp makes the directory 0700 and safetensors writes 0600: give both the modes a plain
     # mkdir / open would (umask applied), so others can read the model as with any other files.
