@@ -21,13 +21,33 @@ DEMO_SENTENCES = (
 )
 
 
+class UserError(Exception):
+  """A mistake in what the user asked for: reported as one line, exit code 2."""
+
+
+def read_lines(path: str) -> list[str]:
+  """The UTF-8 lines of `path` ('-': stdin); undecodable bytes name their line and offset."""
+  if path == "-":
+    stdin = sys.stdin
+    data = stdin.buffer.read() if hasattr(stdin, "buffer") else stdin.read().encode("utf-8")
+  else:
+    if not os.path.isfile(path):
+      raise UserError(f"input file {path!r} does not exist")
+    with open(path, "rb") as f:
+      data = f.read()
+  try:
+    return data.decode("utf-8").splitlines()
+  except UnicodeDecodeError as e:
+    line = data.count(b"\n", 0, e.start) + 1
+    column = e.start - (data.rfind(b"\n", 0, e.start) + 1)
+    raise UserError(f"{'stdin' if path == '-' else path}: not UTF-8 at line {line}, byte "
+                    f"offset {e.start} (byte {column} of the line): "
+                    f"{data[e.start:e.start + 1]!r} ({e.reason})") from None
+
+
 def _encode(args) -> None:
   import jaxemb
-  if args.input == "-":
-    lines = sys.stdin.read().splitlines()
-  else:
-    with open(args.input, encoding="utf-8") as f:
-      lines = f.read().splitlines()
+  lines = read_lines(args.input)
   model = jaxemb.load_pretrained(args.model)
   emb = jaxemb.encode(model, lines, batch_size=args.batch_size, normalize=not args.no_normalize,
                       show_progress=None if not args.quiet else False)
@@ -137,6 +157,8 @@ def build_parser() -> argparse.ArgumentParser:
   parser = argparse.ArgumentParser(prog="jaxemb", description=__doc__)
   parser.add_argument("--no-compile-cache", action="store_true",
                       help="do not keep compiled programs in ~/.cache/jaxemb/xla")
+  parser.add_argument("--debug", action="store_true",
+                      help="show the Python traceback of an error, not just its message")
   dist = parser.add_argument_group("multi-process (see launch/)")
   dist.add_argument("--coordinator", help="host:port of process 0 (jax.distributed)")
   dist.add_argument("--num-processes", type=int, default=1)
@@ -200,19 +222,33 @@ def _init_jax(args) -> None:
                                process_id=args.process_id)
 
 
+# What a user's mistake raises (a bad value, a missing file, an unknown name): one line, not a
+# traceback. Anything else is a bug and keeps its traceback.
+USER_ERRORS = (UserError, ValueError, FileNotFoundError, NotADirectoryError, IsADirectoryError,
+               PermissionError)
+
+
 def main(argv: list[str] | None = None) -> None:
+  """`jaxemb ...`: user errors print `jaxemb: error: ...` and exit 2 (`--debug`: traceback)."""
   parser = build_parser()
   args, extra = parser.parse_known_args(argv)
-  _init_jax(args)
   if getattr(args, "takes_overrides", False):
     bad = [a for a in extra if not a.startswith("--config.")]
     if bad:
       parser.error(f"unrecognized arguments: {' '.join(bad)}")
-    args.func(args, extra)
   elif extra:
     parser.error(f"unrecognized arguments: {' '.join(extra)}")
-  else:
-    args.func(args)
+  try:
+    _init_jax(args)
+    if getattr(args, "takes_overrides", False):
+      args.func(args, extra)
+    else:
+      args.func(args)
+  except USER_ERRORS as e:
+    if args.debug:
+      raise
+    message = str(e).splitlines()[0] if str(e) else type(e).__name__
+    parser.exit(2, f"{parser.prog}: error: {message} (--debug for the traceback)\n")
 
 
 if __name__ == "__main__":

@@ -103,3 +103,49 @@ def test_similarity_table_layout():
   table = cli.similarity_table(["a", "bb"], emb).splitlines()
   assert table[1].split() == ["0", "a", "1.00", "0.60"]
   assert table[2].split() == ["1", "bb", "0.60", "1.00"]
+
+
+# ---------------------------------------------------------------------------------------------
+# User errors: one line on stderr, exit code 2, no traceback (unless --debug).
+# ---------------------------------------------------------------------------------------------
+
+def _user_error(capsys, argv) -> str:
+  with pytest.raises(SystemExit) as exit_info:
+    cli.main(argv)
+  assert exit_info.value.code == 2
+  err = capsys.readouterr().err
+  assert "Traceback" not in err and len(err.strip().splitlines()) == 1, err
+  assert err.startswith("jaxemb: error: ")
+  return err
+
+
+def test_missing_input_file_is_one_line(tmp_path, capsys):
+  err = _user_error(capsys, ["encode", "--input", str(tmp_path / "nope.txt"), "--output",
+                             str(tmp_path / "o.npy")])
+  assert "nope.txt" in err and "does not exist" in err
+
+
+def test_input_that_is_not_utf8_names_line_and_offset(tmp_path, capsys):
+  path = tmp_path / "latin1.txt"
+  path.write_bytes("first line\nsecond caf\xe9 line\n".encode("latin-1"))
+  err = _user_error(capsys, ["encode", "--input", str(path), "--output", str(tmp_path / "o.npy")])
+  # "\xe9" is byte 21 of the file: line 2, after "second caf" (10 bytes).
+  assert "not UTF-8 at line 2, byte offset 21 (byte 10 of the line)" in err
+  assert str(path) in err
+
+
+def test_unknown_model_and_task_are_one_line(tmp_path, capsys):
+  err = _user_error(capsys, ["eval", "--model", str(tmp_path / "no-model"), "--task",
+                             "stdlib_code_search:test"])
+  assert "no-model" in err
+  err = _user_error(capsys, ["eval", "--task", "nope:test"])
+  assert "unknown task 'nope'" in err and "stdlib_code_search" in err
+  err = _user_error(capsys, ["train", "--config", str(tmp_path / "c.py"), "--workdir",
+                             str(tmp_path / "w")])
+  assert "c.py" in err and "does not exist" in err
+
+
+def test_debug_shows_the_exception(tmp_path):
+  with pytest.raises(FileNotFoundError):
+    cli.main(["--debug", "train", "--config", str(tmp_path / "c.py"), "--workdir",
+              str(tmp_path / "w")])

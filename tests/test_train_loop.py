@@ -28,7 +28,8 @@ from jax.experimental.compilation_cache import compilation_cache
 from jaxemb.data import registry as data_registry
 from jaxemb.data.pipeline import GlobalBatches
 from jaxemb.data.synthetic import SyntheticPairs
-from jaxemb.train import evaluation, loop
+from jaxemb.recipes import text_pairs
+from jaxemb.train import loop
 from jaxemb.train import mesh as mesh_lib
 from jaxemb.train.checkpoint import Checkpointer, abstract_like
 from jaxemb.train.config import load_config
@@ -195,13 +196,13 @@ def test_sigterm_then_resume_is_bitwise_exact(reference, tmp_path, compile_env):
          workdir, *args], cwd=REPO, env=_env(compile_env, 8), stdout=out,
         stderr=subprocess.STDOUT)
     metrics = pathlib.Path(workdir) / "metrics.jsonl"
-    deadline = time.monotonic() + 240
+    deadline = time.monotonic() + 1800  # a safety net only: a loaded machine is slow
     while proc.poll() is None and time.monotonic() < deadline:
       if metrics.exists() and len(metrics.read_text().splitlines()) >= at_least:
         proc.send_signal(signal.SIGTERM)
         break
       time.sleep(0.02)
-    proc.wait(timeout=240)
+    proc.wait(timeout=1800)
   output = log.read_text()
   assert proc.returncode == 0, output[-3000:]
   assert "(preempted)" in output, (at_least, output[-3000:])
@@ -239,10 +240,10 @@ def test_partial_checkpoint_is_invisible_and_resume_is_exact(reference, tmp_path
 # ---------------------------------------------------------------------------------------------
 
 def _fake_eval_hook(monkeypatch, peak: int) -> None:
-  """Registers evaluator "fake" whose "fake/score" peaks at step `peak`."""
-  monkeypatch.setitem(evaluation.EVAL_HOOKS, "fake",
-                      lambda options, pretrained: lambda embedder, step: {
-                          "fake/score": -float((step - peak) ** 2)})
+  """The recipe's evaluators become one whose "fake/score" peaks at step `peak`."""
+  fake = lambda module, step: {"fake/score": -float((step - peak) ** 2)}
+  monkeypatch.setattr(text_pairs.TextPairs, "evaluator",
+                      lambda self, specs, mesh: fake if specs else None)
 
 
 def test_keep_last_n_plus_best_by_metric(tmp_path, monkeypatch):
@@ -315,8 +316,8 @@ config = load_config(spec)
 apply_overrides(config, overrides)
 mesh = mesh_lib.make_mesh(config.mesh.to_dict())
 tx, _ = make_optimizer(config.optim, config.total_steps)
-make_model, _ = loop._model_factory(config)
-_, _, target, _ = loop.init_state(config, mesh, tx, make_model)
+recipe = loop.make_recipe(config)
+_, target, _ = loop.init_state(config, mesh, tx, recipe)
 ckpt = Checkpointer(source, async_save=False)
 state, data, step = ckpt.restore(abstract_like(target), step=10)
 ckpt.close()
@@ -347,7 +348,8 @@ def _restore_and_train(source, expected, workdir, devices, compile_env, *overrid
   result = subprocess.run(
       [sys.executable, "-c", _RESTORE_SCRIPT, source, expected, SMOKE, workdir,
        "--config.progress=False", *overrides],
-      cwd=REPO, env=_env(compile_env, devices), capture_output=True, text=True, timeout=400)
+      cwd=REPO, env=_env(compile_env, devices), capture_output=True, text=True,
+      timeout=1800)
   assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-4000:]
   assert f"exactly onto {devices} devices" in result.stdout
 
@@ -404,7 +406,7 @@ def nan_dataset(monkeypatch):
               "teacher": teacher}
 
   monkeypatch.setitem(data_registry.DATASETS, "nan_teacher",
-                      lambda options, pretrained: (Teacher(), None))
+                      lambda options, text_model: (Teacher(), None))
   config = _config(total_steps=4, batch_size=batch, seed=seed, checkpoint_every=100,
                    data={"name": "nan_teacher"})
   config.model.encoder_options = dict(

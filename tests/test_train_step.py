@@ -33,12 +33,12 @@ def _config(dropout=0.0, dtype="float32", **objective):
 
 
 def _setup(config):
-  """(graphdef, rest, state, tx, schedule) on a one-device mesh, from the loop's init_state."""
+  """(recipe, graph, state, tx, schedule) on a one-device mesh, from the loop's init_state."""
   mesh = mesh_lib.make_mesh({"data": 1}, devices=jax.devices()[:1])
-  tx, schedule = make_optimizer(config.optim, config.total_steps)
-  make_model, _ = loop._model_factory(config)
-  graphdef, rest, state, _ = loop.init_state(config, mesh, tx, make_model)
-  return graphdef, rest, state, tx, schedule
+  recipe = loop.make_recipe(config)
+  tx, schedule = recipe.optimizer()
+  graph, state, _ = loop.init_state(config, mesh, tx, recipe)
+  return recipe, graph, state, tx, schedule
 
 
 # Same program, less LLVM optimisation: halves each compile, which dominates these tests.
@@ -46,8 +46,12 @@ FAST_COMPILE = {"xla_backend_optimization_level": 0}
 
 
 def _step(setup, config, **step_options):
-  graphdef, rest, _, tx, schedule = setup
-  step = step_lib.make_train_step(graphdef, rest, tx, schedule, config.objective, **step_options)
+  """The loop's step for `config` with `microbatches` / `gradcache_chunk` overridden."""
+  _, graph, _, tx, schedule = setup
+  config = config.copy_and_resolve_references()
+  config.update(step_options)
+  step = step_lib.make_train_step(loop.make_recipe(config), graph, tx, schedule,
+                                  microbatches=config.microbatches)
   # Not donated: the tests reuse the initial state.
   return jax.jit(step, compiler_options=FAST_COMPILE)
 
@@ -80,27 +84,20 @@ def _max_diff(a, b):
   return float(jax.jit(_max_abs)(a, b))
 
 
-def _hand_loss(graphdef, rest, objective):
-  """Loss of (params, batch) from the step's pieces, deterministic (dropout is 0 anyway)."""
-  loss_fn = step_lib.make_loss(objective)
-
-  def loss(params, batch):
-    model = step_lib._embedder(graphdef, rest, params["model"], jax.random.key(0))
-    q = model(batch["query_ids"], batch["query_mask"], deterministic=True)
-    d = model(batch["doc_ids"], batch["doc_mask"], deterministic=True)
-    return loss_fn(q, d, batch, params["objective"])[0]
-
-  return loss
+def _hand_loss(recipe, graph):
+  """Loss of (params, batch): the recipe's pure loss (dropout is 0, so the key is moot)."""
+  loss_fn = step_lib.pure_loss(recipe, graph)
+  return lambda params, batch: loss_fn(params, batch, jax.random.key(0))[0]
 
 
 def test_microbatches_average_the_half_batch_gradients(plain):
   config, setup = plain
-  graphdef, rest, state, tx, _ = setup
+  recipe, graph, state, tx, _ = setup
   batch = _batch(16)
   new_state, metrics = _step(setup, config, microbatches=2)(state, batch)
 
   # By hand: the step splits strided (rows 0::2 and 1::2) and averages the two gradients.
-  loss = _hand_loss(graphdef, rest, config.objective)
+  loss = _hand_loss(recipe, graph)
 
   @functools.partial(jax.jit, compiler_options=FAST_COMPILE)
   def by_hand(params, opt_state, batch):
@@ -148,13 +145,13 @@ def test_microbatches_and_gradcache_are_exclusive(plain):
 def test_learnable_temperature_gets_a_gradient_and_changes(learnable):
   config, setup = learnable
   state = setup[2]
-  log_scale = float(state["params"]["objective"]["log_scale"])
+  log_scale = float(state["params"]["extra"]["log_scale"])
   assert log_scale == pytest.approx(np.log(20.0))
   new_state, metrics = _step(setup, config)(state, _batch(16))
   assert float(metrics["scale"]) == pytest.approx(20.0, rel=1e-5)
   # Adam's first step moves a parameter by about lr when its gradient is non-zero, and not at
   # all when it is zero (the temperature would then be constant).
-  moved = float(new_state["params"]["objective"]["log_scale"]) - log_scale
+  moved = float(new_state["params"]["extra"]["log_scale"]) - log_scale
   assert abs(moved) == pytest.approx(config.optim.lr, rel=0.05)
 
 
@@ -164,21 +161,21 @@ def test_sigmoid_objective_trains():
   setup = _setup(config)
   state, step = setup[2], _step(setup, config)
   batches = [_batch(16, 16 * i) for i in range(4)]
-  bias = float(state["params"]["objective"]["bias"])
+  bias = float(state["params"]["extra"]["bias"])
   losses = []
   for i in range(40):
     state, metrics = step(state, batches[i % 4])
     losses.append(float(metrics["loss"]))
   assert np.all(np.isfinite(losses))
   assert np.mean(losses[-4:]) < 0.5 * np.mean(losses[:4]), losses
-  assert float(state["params"]["objective"]["bias"]) != bias
+  assert float(state["params"]["extra"]["bias"]) != bias
   assert int(state["skipped"]) == 0
 
 
 def test_bfloat16_compute_keeps_float32_params_and_optimizer_state(plain):
   config = _config(dtype="bfloat16")
   setup = _setup(config)
-  graphdef, rest, state = setup[:3]
+  graph, state = setup[1:3]
   new_state, metrics = _step(setup, config)(state, _batch(16))
   assert np.isfinite(float(metrics["loss"]))
   for tree in (state["params"], state["opt_state"], new_state["params"],
@@ -186,14 +183,13 @@ def test_bfloat16_compute_keeps_float32_params_and_optimizer_state(plain):
     dtypes = {x.dtype for x in jax.tree.leaves(tree) if jnp.issubdtype(x.dtype, jnp.floating)}
     assert dtypes == {jnp.dtype(jnp.float32)}
   # The compute really is bfloat16: same params, visibly different (but close) embeddings.
-  f32_graphdef, f32_rest = plain[1][:2]
+  f32_graph = plain[1][1]
   batch = _batch(4)
 
   @functools.partial(jax.jit, compiler_options=FAST_COMPILE)
   def embed_both(params):
-    return [step_lib._embedder(g, r, params, jax.random.key(0))(
-        batch["query_ids"], batch["query_mask"]) for g, r in
-            ((graphdef, rest), (f32_graphdef, f32_rest))]
+    return [g.merge(params)(batch["query_ids"], batch["query_mask"]) for g in
+            (graph, f32_graph)]
 
   bf16, f32 = embed_both(state["params"]["model"])
   assert 1e-4 < float(jnp.max(jnp.abs(bf16 - f32))) < 5e-2

@@ -202,44 +202,7 @@ class TextPairs(Recipe):
                           name=name, encoder_config=self.text_model.encoder_config)
 
   def evaluator(self, specs, mesh):
-    specs = [dict(s) for s in specs]
-    if not specs:
-      return None
-    plans = []
-    for spec in specs:
-      check_keys("evaluators[]", spec, EVALUATOR_KEYS)
-      if "task" not in spec:
-        raise ValueError(f"evaluator {spec} names no task; known tasks: {tasks.list_tasks()}")
-      task = tasks.get(spec["task"])
-      split = spec.get("split", "validation")
-      if spec.get("baseline") and spec["baseline"] not in task.baselines:
-        raise ValueError(f"task {task.name!r} has no baseline {spec['baseline']!r}; it has "
-                         f"{sorted(task.baselines) or 'none'}")
-      plans.append((task, split, spec))
-    if any(not spec.get("baseline") for _, _, spec in plans) and self.text_model is None:
-      raise ValueError("text evaluators need a tokenizer: set config.model.pretrained or "
-                       "config.model.tokenizer")
-    baseline_cache: dict[int, dict] = {}
-
-    def evaluate(module, step):
-      from jaxemb.encoding import encode
-      out = {}
-      for i, (task, split, spec) in enumerate(plans):
-        data_dir = spec.get("data_dir") or None
-        if spec.get("baseline"):
-          if i not in baseline_cache:  # a baseline does not change during training
-            baseline_cache[i] = prefix_metrics(
-                f"{split}_{spec['baseline']}", tasks.baseline(task, spec["baseline"], split,
-                                                              data_dir))
-          out.update(baseline_cache[i])
-          continue
-        model = self.embedding_model(module)
-        embed = lambda texts: encode(model, texts, batch_size=spec.get("batch_size", 64),
-                                     show_progress=False)
-        out.update(prefix_metrics(split, tasks.evaluate(task, split, embed, data_dir)))
-      return out
-
-    return evaluate
+    return text_evaluator(specs, self.text_model, mesh)
 
   def export(self, module, directory):
     from jaxemb.nn.transformer import TransformerEncoder
@@ -250,6 +213,54 @@ class TextPairs(Recipe):
     if jax.process_index() == 0:
       save_pretrained(self.embedding_model(module, name=directory), directory)
     return directory
+
+
+def text_evaluator(specs, text_model, mesh=None) -> Callable | None:
+  """`evaluate(module, step)` running each spec's task (or baseline) of `jaxemb.tasks`.
+
+  A spec is `dict(task=NAME, split=..., [baseline=NAME], [data_dir=...], [batch_size=64])`;
+  metrics are logged as `<split>/<metric>`, a baseline's as `<split>_<baseline>/<metric>`
+  (computed once: it does not change during training). `text_model` lends the tokenizer;
+  `mesh` (the training mesh) is where `encode` runs, so the parameters are not moved.
+  """
+  specs = [dict(s) for s in specs]
+  if not specs:
+    return None
+  plans = []
+  for spec in specs:
+    check_keys("evaluators[]", spec, EVALUATOR_KEYS)
+    if "task" not in spec:
+      raise ValueError(f"evaluator {spec} names no task; known tasks: {tasks.list_tasks()}")
+    task = tasks.get(spec["task"])
+    if spec.get("baseline") and spec["baseline"] not in task.baselines:
+      raise ValueError(f"task {task.name!r} has no baseline {spec['baseline']!r}; it has "
+                       f"{sorted(task.baselines) or 'none'}")
+    plans.append((task, spec.get("split", "validation"), spec))
+  if any(not spec.get("baseline") for _, _, spec in plans) and text_model is None:
+    raise ValueError("text evaluators need a tokenizer: set config.model.pretrained or "
+                     "config.model.tokenizer")
+  baseline_cache: dict[int, dict] = {}
+
+  def evaluate(module, step):
+    from jaxemb.encoding import encode
+    from jaxemb.model import EmbeddingModel
+    out = {}
+    for i, (task, split, spec) in enumerate(plans):
+      data_dir = spec.get("data_dir") or None
+      if spec.get("baseline"):
+        if i not in baseline_cache:
+          baseline_cache[i] = prefix_metrics(
+              f"{split}_{spec['baseline']}",
+              tasks.baseline(task, spec["baseline"], split, data_dir))
+        out.update(baseline_cache[i])
+        continue
+      model = EmbeddingModel(module, text_model.tokenizer, text_model.max_seq_length)
+      embed = lambda texts: encode(model, texts, batch_size=spec.get("batch_size", 64),
+                                   show_progress=False, mesh=mesh)
+      out.update(prefix_metrics(split, tasks.evaluate(task, split, embed, data_dir)))
+    return out
+
+  return evaluate
 
 
 RECIPE = TextPairs

@@ -64,7 +64,7 @@ def _microbatched(value_and_grad: Callable, microbatches: int) -> Callable:
       (loss, metrics), grads = value_and_grad(loss_fn, params, part, k)
       return jax.tree.map(jnp.add, acc, (loss, metrics, grads)), None
 
-    shapes = jax.eval_shape(value_and_grad, loss_fn, params,
+    shapes = jax.eval_shape(lambda p, b, k: value_and_grad(loss_fn, p, b, k), params,
                             jax.tree.map(lambda x: x[0], parts), keys[0])
     zeros = jax.tree.map(lambda s: jnp.zeros(s.shape, s.dtype),
                          (shapes[0][0], shapes[0][1], shapes[1]))
