@@ -20,6 +20,7 @@ sharded along E by XLA. Scoring, filtering and counting run in one jitted functi
 
 from __future__ import annotations
 
+import functools
 from typing import Any, Callable
 
 import jax
@@ -79,6 +80,14 @@ def _counts(scores: jax.Array, target: jax.Array, filter_rows: jax.Array,
   return greater, not_smaller, jnp.sum(keep, axis=1)
 
 
+@functools.lru_cache(maxsize=64)
+def _jitted_counts(fn: ScoreFn) -> Callable:
+  # One jitted function per score function object: repeated evaluations (every eval_every
+  # steps) reuse its compilations instead of retracing a fresh closure.
+  return jax.jit(lambda params, a, b, target, rows, cols: _counts(fn(params, a, b), target,
+                                                                  rows, cols))
+
+
 def _pad_pow2(n: int) -> int:
   return 1 if n <= 1 else 1 << (n - 1).bit_length()
 
@@ -109,10 +118,7 @@ def rank_triples(score_tails: ScoreFn, score_heads: ScoreFn, params: Any, triple
       index = _Index(known[:, 1] * num_entities + known[:, 2], known[:, 0])
       query_keys = a * num_entities + b
 
-    def side_counts(params, a, b, target, rows, cols, fn=fn):
-      return _counts(fn(params, a, b), target, rows, cols)
-
-    counts = jax.jit(side_counts)
+    counts = _jitted_counts(fn)
     results = []
     for start in range(0, len(triples), q):
       stop = min(start + q, len(triples))

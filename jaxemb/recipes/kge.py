@@ -1,0 +1,182 @@
+"""Recipe `kge`: knowledge-graph embeddings (PyKEEN's sLCWA training) on the shared loop.
+
+Batches hold "triple" `[rows, triples_per_row, 3]` (head, relation, tail ids): a step trains on
+`config.batch_size * data.triples_per_row` triples (PyKEEN's batch size), read as a few rows so
+the input pipeline's per-row cost stays small; the source reshuffles per epoch itself. The loss
+corrupts each triple `num_negatives` times on device from the step key (PyKEEN's basic or
+Bernoulli sampler), scores positives and negatives with the interaction model and applies an
+sLCWA loss (margin ranking, softplus, BCE, cross-entropy, NSSA) plus an optional Lp regulariser
+(PyKEEN's: one term per representation look-up). After every update the model's constraints
+are applied (TransE/DistMult entity L2 norm, RotatE unit modulus), as PyKEEN does after each
+optimiser step. The optimiser is plain Adam at a constant rate (PyKEEN's default, lr 1e-2).
+
+Config sections:
+  model:     interaction (transe|distmult|complex|rotate|tucker|nfe), dim, [relation_dim, p,
+             gamma, dropout]
+  data:      graph ("nations", "umls", "kinships" or a directory of train/valid/test.txt),
+             [data_dir], triples_per_row (config.batch_size counts rows of this many triples)
+  objective: loss, [margin, adversarial_temperature], num_negatives, sampler (basic|bernoulli),
+             regularizer_weight (0: none), regularizer_p, regularizer_normalize
+Evaluators: `dict(split="validation"|"test", [budget=...])`: filtered both-sides realistic
+ranks, logged as `<split>/mrr`, `<split>/mr`, `<split>/hits@{1,3,10}`, `<split>/amri`.
+Entity tables are named ("entity", "embed"): a rule ("entity", "fsdp") shards them by rows.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Mapping
+
+import jax
+import jax.numpy as jnp
+import ml_collections
+import optax
+from flax import nnx
+
+from jaxemb import functional
+from jaxemb.data import kg
+from jaxemb.evaluate import link_prediction
+from jaxemb.nn import kge as kge_nn
+from jaxemb.objectives import kge as kge_obj
+from jaxemb.recipes.base import Recipe, TrainData, check_keys
+
+MODEL_KEYS = frozenset({"interaction", "dim", "relation_dim", "p", "gamma", "dropout"})
+DATA_KEYS = frozenset({"graph", "data_dir", "triples_per_row"})
+OBJECTIVE_KEYS = frozenset({"loss", "margin", "adversarial_temperature", "num_negatives",
+                            "sampler", "regularizer_weight", "regularizer_p",
+                            "regularizer_normalize"})
+EVALUATOR_KEYS = frozenset({"split", "budget"})
+SAMPLERS = ("basic", "bernoulli")
+
+
+def loss_options(objective: Mapping[str, Any]) -> dict[str, float]:
+  """The options of `objective.loss` that its function takes (margin, temperature)."""
+  name = objective["loss"]
+  keys = {"margin_ranking": ("margin",), "nssa": ("margin", "adversarial_temperature")}
+  return {k: float(objective[k]) for k in keys.get(name, ()) if k in objective}
+
+
+class KGERecipe(Recipe):
+  """sLCWA training of a `jaxemb.nn.kge.KGEModel` on one graph."""
+
+  config_keys = frozenset({"model", "data", "objective"})
+
+  def __init__(self, config: ml_collections.ConfigDict):
+    super().__init__(config)
+    for section, keys in (("model", MODEL_KEYS), ("data", DATA_KEYS),
+                          ("objective", OBJECTIVE_KEYS)):
+      if section not in config:
+        raise ValueError(f"config.{section} is missing (keys: {sorted(keys)})")
+      check_keys(section, config[section], keys)
+    obj = config.objective
+    if obj.get("loss") not in kge_obj.SLCWA_LOSSES:
+      raise ValueError(f"config.objective.loss={obj.get('loss')!r} is not one of "
+                       f"{kge_obj.SLCWA_LOSSES}")
+    if obj.get("sampler", "basic") not in SAMPLERS:
+      raise ValueError(f"config.objective.sampler={obj.get('sampler')!r} is not one of "
+                       f"{SAMPLERS}")
+    if int(obj.get("num_negatives", 1)) < 1:
+      raise ValueError(f"config.objective.num_negatives must be >= 1, got {obj.num_negatives}")
+    if config.model.get("interaction") not in kge_nn.INTERACTIONS:
+      raise ValueError(f"config.model.interaction={config.model.get('interaction')!r} is not "
+                       f"one of {kge_nn.INTERACTIONS}")
+    self.graph = kg.load(config.data.graph, config.data.get("data_dir") or None)
+    self.known = self.graph.all_triples()
+    self.head_probability = None
+    if obj.get("sampler", "basic") == "bernoulli":
+      self.head_probability = kge_obj.bernoulli_head_probability(
+          self.graph.train, self.graph.num_relations)
+    self._eval_fns = None
+
+  # --- model, loss, data -----------------------------------------------------------------------
+
+  def model(self, rngs: nnx.Rngs) -> kge_nn.KGEModel:
+    return kge_nn.build(dict(self.config.model), self.graph.num_entities,
+                        self.graph.num_relations, rngs)
+
+  def loss(self, model, extra_params, batch, key):
+    obj = self.config.objective
+    pos = batch["triple"].reshape(-1, 3)  # rows of `triples_per_row` triples -> [B, 3]
+    corrupt_key, dropout_key = jax.random.split(key)
+    k, n = int(obj.get("num_negatives", 1)), self.graph.num_entities
+    if self.head_probability is not None:
+      neg = kge_obj.corrupt_bernoulli(corrupt_key, pos, k, n, jnp.asarray(self.head_probability))
+    else:
+      neg = kge_obj.corrupt_basic(corrupt_key, pos, k, n)
+    use_dropout = model.interaction == "tucker"
+    pos_key, neg_key = jax.random.split(dropout_key)
+    pos_scores = model.score_hrt(pos[:, 0], pos[:, 1], pos[:, 2],
+                                 dropout_key=pos_key if use_dropout else None)
+    neg_scores = model.score_hrt(neg[..., 0], neg[..., 1], neg[..., 2],
+                                 dropout_key=neg_key if use_dropout else None)
+    loss, metrics = kge_obj.slcwa_loss(obj.loss, pos_scores, neg_scores, **loss_options(obj))
+    weight = float(obj.get("regularizer_weight", 0.0))
+    if weight:
+      flat = neg.reshape(-1, 3)
+      rows = [*model.rows(pos[:, 0], pos[:, 1], pos[:, 2]),
+              *model.rows(flat[:, 0], flat[:, 1], flat[:, 2])]
+      reg = weight * kge_obj.lp_regularizer(
+          rows, p=float(obj.get("regularizer_p", 2.0)), dim=model.dim,
+          normalize=bool(obj.get("regularizer_normalize", True)))
+      metrics = {**metrics, "regularizer": reg}
+      loss = loss + reg
+      metrics["loss"] = loss
+    return loss, metrics
+
+  def train_data(self) -> TrainData:
+    c = self.config
+    chunk = int(c.data.get("triples_per_row", 1))
+    triples = c.total_steps * c.batch_size * chunk
+    epochs = -(-triples // len(self.graph.train)) + 1
+    # Shuffled by the source itself (per epoch, from the seed): the loop reads rows in order.
+    return TrainData(kg.ShuffledChunks(self.graph.train, chunk, seed=c.seed, epochs=epochs),
+                     shuffle=False)
+
+  # --- optional ------------------------------------------------------------------------------
+
+  def optimizer(self):
+    """Adam at a constant learning rate (PyKEEN: torch Adam, no decay, no clipping)."""
+    o = self.config.optim
+    schedule = optax.constant_schedule(float(o.lr))
+    tx = optax.adam(schedule, b1=float(o.get("b1", 0.9)), b2=float(o.get("b2", 0.999)),
+                    eps=float(o.get("eps", 1e-8)))
+    if o.get("weight_decay"):
+      tx = optax.chain(optax.add_decayed_weights(float(o.weight_decay)), tx)
+    if o.get("clip_norm"):
+      tx = optax.chain(optax.clip_by_global_norm(float(o.clip_norm)), tx)
+    return tx, schedule
+
+  def post_update(self, params):
+    interaction = self.config.model.interaction
+    return {**params, "model": kge_nn.constrain(interaction, params["model"])}
+
+  def evaluator(self, specs, mesh):
+    specs = [dict(s) for s in specs]
+    if not specs:
+      return None
+    for spec in specs:
+      check_keys("evaluators[]", spec, EVALUATOR_KEYS)
+      self.graph.split(spec.get("split", "validation"))  # validates the name
+
+    def evaluate(model, step):
+      del step
+      graph, params = functional.split(model)
+      if self._eval_fns is None:
+        # Built once, so link_prediction's jit cache is hit at every later evaluation.
+        holder = {"graph": graph}
+        self._eval_fns = (
+            lambda p, h, r: functional.merge(holder["graph"], p).score_t(h, r),
+            lambda p, r, t: functional.merge(holder["graph"], p).score_h(r, t))
+      out = {}
+      for spec in specs:
+        split = spec.get("split", "validation")
+        name = "validation" if split in ("valid", "validation") else split
+        metrics = link_prediction.evaluate(
+            *self._eval_fns, params, self.graph.split(split), self.known,
+            self.graph.num_entities, budget=int(spec.get("budget", 1 << 22)))
+        out.update({f"{name}/{k}": v for k, v in metrics.items()})
+      return out
+
+    return evaluate
+
+
+RECIPE = KGERecipe
