@@ -117,10 +117,12 @@ def mine_embeddings(
       score sets the filter's limit; all are excluded); None means query i's positive is doc i.
     k: negatives per query, `k < C`.
     filter, threshold, margin: see `select_negatives`.
-    depth: candidates retrieved per query before filtering (default `min(C, 4k + 16)`).
+    depth: candidates retrieved per query before filtering (default `min(C, 4k + 16)`); rows
+      left with fewer than `k` negatives are retried 4x deeper, up to the whole corpus.
 
   Returns:
-    dict with "negative_indices" `[Q, k]` (-1 padded), "negative_scores" `[Q, k]`,
+    dict with "negative_indices" `[Q, k]` (-1 padded only when fewer than `k` documents of the
+    whole corpus pass the filter), "negative_scores" `[Q, k]`,
     "positive_indices" `[Q]` and "positive_scores" `[Q]`.
   """
   _check_filter(filter, threshold, margin)
@@ -143,12 +145,23 @@ def mine_embeddings(
   depth = min(num_c, 4 * k + 16) if depth is None else depth
   if not isinstance(depth, (int, np.integer)) or not k <= depth <= num_c:
     raise ValueError(f"depth={depth!r}; expected an int in [k={k}, C={num_c}]")
-  scores, indices = exact_top_k(query_emb, doc_emb, int(depth))
   first = np.array([p[0] for p in positives], np.int64)
   pos_scores = np.einsum("qd,qd->q", query_emb.astype(np.float64),
                          doc_emb[first].astype(np.float64)).astype(np.float32)
-  neg_idx, neg_scores = select_negatives(scores, indices, pos_scores, positives, k,
-                                         filter=filter, threshold=threshold, margin=margin)
+  neg_idx = np.full((num_q, k), -1, np.int64)
+  neg_scores = np.full((num_q, k), np.nan, np.float32)
+  rows = np.arange(num_q)
+  while True:
+    scores, indices = exact_top_k(query_emb[rows], doc_emb, int(depth))
+    idx, sc = select_negatives(scores, indices, pos_scores[rows], [positives[i] for i in rows],
+                               k, filter=filter, threshold=threshold, margin=margin)
+    neg_idx[rows], neg_scores[rows] = idx, sc
+    # A query whose positive ranks low has most of its top candidates filtered: look deeper
+    # for those rows only, until they are full or the whole corpus was searched.
+    rows = rows[np.any(idx < 0, axis=1)]
+    if not len(rows) or depth == num_c:
+      break
+    depth = min(num_c, 4 * depth)
   return {"negative_indices": neg_idx, "negative_scores": neg_scores,
           "positive_indices": first, "positive_scores": pos_scores}
 

@@ -76,16 +76,24 @@ def ref_mine(q, d, positives, k, filter, threshold=0.95, margin=0.05):
   return out
 
 
-@pytest.mark.parametrize("filter", ["none", "perc_pos", "margin"])
-def test_mine_embeddings_matches_brute_force(filter):
+# depth 6 < 5 negatives + positive + filtered ones: short rows are retried deeper.
+@pytest.mark.parametrize("filter,depth", [("none", 40), ("perc_pos", 40), ("margin", 40),
+                                          ("perc_pos", 6), ("margin", 6)])
+def test_mine_embeddings_matches_brute_force(filter, depth, monkeypatch):
+  calls = []
+  top_k = mining.exact_top_k
+  monkeypatch.setattr(mining, "exact_top_k", lambda q, c, k: calls.append(k) or top_k(q, c, k))
   rng = np.random.default_rng(0)
   d = _unit(rng.normal(size=(40, 8))).astype(np.float32)
   # Queries near their positive, and doc 1 a near-duplicate of doc 0 (a false negative).
   d[1] = _unit(d[0] + 0.05 * rng.normal(size=8))
   q = _unit(d[:10] + 0.6 * rng.normal(size=(10, 8))).astype(np.float32)
   positives = [[i] for i in range(10)]
-  mined = mining.mine_embeddings(q, d, positives, 5, filter=filter, depth=40)
-  assert mined["negative_indices"].tolist() == ref_mine(q, d, positives, 5, filter)
+  mined = mining.mine_embeddings(q, d, positives, 5, filter=filter, depth=depth)
+  expected = ref_mine(q, d, positives, 5, filter)
+  assert mined["negative_indices"].tolist() == expected
+  assert all(j >= 0 for row in expected for j in row)
+  assert calls == [40] if depth == 40 else calls[:2] == [6, 24]
   np.testing.assert_allclose(mined["positive_scores"],
                              np.einsum("qd,qd->q", q, d[:10]), rtol=1e-6)
   if filter == "perc_pos":
