@@ -114,3 +114,19 @@ def test_tfds_builder_mammals(tmp_path):
   assert g.names[ex["child_id"]] == ex["child"].decode()
   with pytest.raises(ValueError, match="config must be one of"):
     wc.builder("birds", data_dir=str(tmp_path))
+
+
+def test_edge_chunks_cover_each_epoch_once_and_resume():
+  edges = np.stack([np.arange(10), np.arange(10) + 100], 1)
+  src = hierarchy.EdgeChunks(edges, 4, seed=3, epochs=3)
+  assert len(src) == 8  # ceil(30 / 4)
+  stream = np.concatenate([src[j]["edge"] for j in range(len(src))])[:30]
+  for e in range(3):
+    assert sorted(stream[10 * e:10 * (e + 1), 0].tolist()) == list(range(10))
+  assert not np.array_equal(stream[:10], stream[10:20])  # reshuffled per epoch
+  again = hierarchy.EdgeChunks(edges, 4, seed=3, epochs=3)
+  np.testing.assert_array_equal(again[5]["edge"], src[5]["edge"])  # pure function of (seed, j)
+  with pytest.raises(IndexError):
+    src[8]
+  with pytest.raises(ValueError, match=r"\[E, 2\]"):
+    hierarchy.EdgeChunks(np.zeros((3, 3)), 2, seed=0)
