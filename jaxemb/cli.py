@@ -1,8 +1,9 @@
-"""Command line: `jaxemb encode|demo|train|eval ...` (also `python -m jaxemb.cli`)."""
+"""Command line: `jaxemb encode|demo|eval|train|mine|merge|transfer ...` (also `python -m jaxemb.cli`)."""
 
 from __future__ import annotations
 
 import argparse
+import importlib
 import json
 import os
 import sys
@@ -190,6 +191,12 @@ def build_parser() -> argparse.ArgumentParser:
   ev.add_argument("--batch-size", type=int, default=64)
   ev.add_argument("--quiet", action="store_true", help="no progress bar")
   ev.set_defaults(func=_eval)
+
+  # Sub-commands that live with the code they drive (one table, filled here).
+  for module, add_parser in (("jaxemb.mining", "add_mine_parser"),
+                             ("jaxemb.adapt.merge", "add_merge_parser"),
+                             ("jaxemb.adapt.transfer", "add_transfer_parser")):
+    getattr(importlib.import_module(module), add_parser)(sub)
 
   train = sub.add_parser("train", help="train per a config file; extra --config.key=value "
                                         "arguments override config entries")
