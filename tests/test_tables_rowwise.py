@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import jax
 import jax.numpy as jnp
 import numpy as np
 import optax
@@ -36,8 +37,8 @@ def test_rowwise_adagrad_vs_numpy_loop():
   np.testing.assert_allclose(np.asarray(params["table"]), want_t, rtol=1e-5, atol=1e-6)
   np.testing.assert_allclose(np.asarray(params["bias"]), want_b, rtol=1e-5, atol=1e-6)
   acc = state[0].accumulator
-  assert acc["table"].shape == (6,)
-  np.testing.assert_allclose(np.asarray(acc["table"]), acc_t, rtol=1e-5)
+  assert acc["table"].shape == (6, 1) and acc["bias"].shape == (4,)
+  np.testing.assert_allclose(np.asarray(acc["table"])[:, 0], acc_t, rtol=1e-5)
 
 
 def test_untouched_rows_do_not_move():
@@ -70,3 +71,35 @@ def test_memory_per_device():
     rowwise.memory_per_device(10, 4, 0)
   with pytest.raises(ValueError, match="initial_accumulator"):
     rowwise.scale_by_rowwise_adagrad(-1.0)
+
+
+def test_rowwise_adagrad_adam_vs_numpy_loop():
+  rng = np.random.default_rng(1)
+  params = {"tables": {"table": rng.normal(size=(5, 3))}, "mlp": {"kernel": rng.normal(size=(3, 2)),
+                                                                  "bias": rng.normal(size=(2,))}}
+  tx = rowwise.rowwise_adagrad_adam(0.1, lambda step: 0.01 * (step + 1), b1=0.9, b2=0.99)
+  jp = jax.tree.map(lambda x: jnp.asarray(x, jnp.float32), params)
+  state = tx.init(jp)
+  # every state leaf keeps its parameter's leading dimension and rank (shardable like it)
+  for s in (state.acc, state.mu, state.nu):
+    jax.tree.map(lambda a, p: (a.ndim == p.ndim and a.shape[0] == p.shape[0]) or pytest.fail(
+        f"{a.shape} vs {p.shape}"), s, jp)
+  want = jax.tree.map(np.copy, params)
+  acc = np.zeros(5)
+  mu = {k: np.zeros_like(v) for k, v in params["mlp"].items()}
+  nu = {k: np.zeros_like(v) for k, v in params["mlp"].items()}
+  for step in range(4):
+    grads = jax.tree.map(lambda x: rng.normal(size=x.shape), params)
+    upd, state = tx.update(jax.tree.map(lambda x: jnp.asarray(x, jnp.float32), grads), state, jp)
+    jp = optax.apply_updates(jp, upd)
+    g = grads["tables"]["table"]
+    acc += (g ** 2).mean(axis=1)
+    want["tables"]["table"] -= 0.1 * g / (np.sqrt(acc)[:, None] + 1e-8)
+    for k in mu:
+      gk = grads["mlp"][k]
+      mu[k] = 0.9 * mu[k] + 0.1 * gk
+      nu[k] = 0.99 * nu[k] + 0.01 * gk ** 2
+      mhat, vhat = mu[k] / (1 - 0.9 ** (step + 1)), nu[k] / (1 - 0.99 ** (step + 1))
+      want["mlp"][k] -= 0.01 * (step + 1) * mhat / (np.sqrt(vhat) + 1e-8)
+  jax.tree.map(lambda a, b: np.testing.assert_allclose(np.asarray(a), b, rtol=1e-5, atol=1e-6),
+               jp, want)

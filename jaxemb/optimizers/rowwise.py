@@ -24,12 +24,13 @@ import optax
 
 
 class RowwiseAdagradState(NamedTuple):
-  """Accumulated mean squared gradient: shape [R] for a [R, ...] leaf, the leaf's shape below."""
+  """Accumulated mean squared gradient: shape [R, 1, ...] for a [R, ...] leaf (same rank, so the
+  leaf's sharding applies to it as is), the leaf's shape for 1-D and scalar leaves."""
   accumulator: Any
 
 
 def _acc_shape(x: jax.Array) -> tuple[int, ...]:
-  return x.shape[:1] if x.ndim >= 2 else x.shape
+  return x.shape[:1] + (1,) * (x.ndim - 1) if x.ndim >= 2 else x.shape
 
 
 def scale_by_rowwise_adagrad(initial_accumulator: float = 0.0,
@@ -47,12 +48,12 @@ def scale_by_rowwise_adagrad(initial_accumulator: float = 0.0,
 
     def row_sq(g):
       g32 = g.astype(jnp.float32)
-      return jnp.mean(g32 ** 2, axis=tuple(range(1, g.ndim))) if g.ndim >= 2 else g32 ** 2
+      return (jnp.mean(g32 ** 2, axis=tuple(range(1, g.ndim)), keepdims=True) if g.ndim >= 2
+              else g32 ** 2)
 
     acc = jax.tree.map(lambda a, g: a + row_sq(g), state.accumulator, updates)
 
     def scale(g, a):
-      a = a.reshape(a.shape + (1,) * (g.ndim - a.ndim))
       return (g.astype(jnp.float32) / (jnp.sqrt(a) + eps)).astype(g.dtype)
 
     return jax.tree.map(scale, updates, acc), RowwiseAdagradState(acc)
@@ -79,9 +80,72 @@ def table_labels(params: Any, table_names: tuple[str, ...] = ("table", "q_table"
 
 
 def memory_per_device(rows: int, dim: int, devices: int, bytes_per: int = 4) -> dict[str, float]:
-  """Bytes per device of a row-sharded [rows, dim] table plus optimiser state."""
+  """Bytes per device of a row-sharded [rows, dim] table and of each optimiser's state for it
+  (row-wise Adagrad: one float per row; Adagrad: one per entry; Adam: two per entry)."""
   if rows < 1 or dim < 1 or devices < 1:
     raise ValueError(f"rows, dim, devices must be >= 1, got {rows}, {dim}, {devices}")
   table = rows * dim * bytes_per / devices
   return {"table": table, "rowwise_adagrad": rows * bytes_per / devices,
           "adagrad": table, "adam": 2 * table}
+
+
+class RowwiseAdagradAdamState(NamedTuple):
+  """Three trees shaped like the params, so a training loop can give every state leaf its
+  parameter's sharding (`optax.tree_map_params`): `acc` (table leaves: [R, 1, ...] row-wise
+  accumulators; others: [d0, 1, ...] unused), `mu`, `nu` (others: Adam moments, shaped like the
+  leaf; table leaves: [R, 1, ...] unused), and the step `count`."""
+  count: jax.Array
+  acc: Any
+  mu: Any
+  nu: Any
+
+
+def rowwise_adagrad_adam(table_lr: float | optax.Schedule, lr: float | optax.Schedule, *,
+                         labels: Any = None, b1: float = 0.9, b2: float = 0.999,
+                         eps: float = 1e-8, initial_accumulator: float = 0.0
+                         ) -> optax.GradientTransformation:
+  """Row-wise Adagrad for the embedding tables, Adam for everything else, in ONE transformation
+  whose state mirrors the params tree (unlike `optax.multi_transform`, whose masked states do
+  not), at the cost of R unused floats per table for the Adam slots.
+
+  `labels(params)` (default `table_labels`) says which leaves are tables ("tables") and which
+  are dense ("dense").
+  """
+  labels = labels or table_labels
+  table_lr = table_lr if callable(table_lr) else (lambda _, v=table_lr: v)
+  lr = lr if callable(lr) else (lambda _, v=lr: v)
+
+  def thin(x):
+    return x.shape[:1] + (1,) * (x.ndim - 1) if x.ndim >= 1 else ()
+
+  def init(params):
+    kinds = labels(params)
+    acc = jax.tree.map(lambda p, k: jnp.full(thin(p) if k == "tables" else thin(p),
+                                             initial_accumulator, jnp.float32), params, kinds)
+    moment = lambda p, k: jnp.zeros(thin(p) if k == "tables" else p.shape, jnp.float32)
+    return RowwiseAdagradAdamState(jnp.zeros((), jnp.int32), acc,
+                                   jax.tree.map(moment, params, kinds),
+                                   jax.tree.map(moment, params, kinds))
+
+  def update(updates, state, params=None):
+    kinds = labels(updates)
+    count = state.count + 1
+    t = count.astype(jnp.float32)
+    a_lr, d_lr = table_lr(state.count), lr(state.count)
+
+    def leaf(g, acc, mu, nu, kind):
+      g32 = g.astype(jnp.float32)
+      if kind == "tables":
+        axes = tuple(range(1, g.ndim))
+        acc = acc + (jnp.mean(g32 ** 2, axis=axes, keepdims=True) if axes else g32 ** 2)
+        return (-a_lr * g32 / (jnp.sqrt(acc) + eps)).astype(g.dtype), acc, mu, nu
+      mu = b1 * mu + (1 - b1) * g32
+      nu = b2 * nu + (1 - b2) * g32 ** 2
+      step = (mu / (1 - b1 ** t)) / (jnp.sqrt(nu / (1 - b2 ** t)) + eps)
+      return (-d_lr * step).astype(g.dtype), acc, mu, nu
+
+    out = jax.tree.map(leaf, updates, state.acc, state.mu, state.nu, kinds)
+    pick = lambda i: jax.tree.map(lambda o: o[i], out, is_leaf=lambda o: isinstance(o, tuple))
+    return pick(0), RowwiseAdagradAdamState(count, pick(1), pick(2), pick(3))
+
+  return optax.GradientTransformation(init, update)
