@@ -263,6 +263,52 @@ class MinedSource:
             "negatives": out}
 
 
+def mined_transform(tokenizer, *, query_lengths: tuple[int, ...], code_lengths: tuple[int, ...],
+                    pad_id: int = 0) -> Callable[[dict, int | None], dict]:
+  """Batch transform of `MinedSource` rows: the code-search pair ids plus
+  "neg_ids"/"neg_mask" `[B, K, L]` (negatives tokenised and padded like the documents)."""
+  from jaxemb.data.code_search import tokenized_pairs
+  from jaxemb.encoding import pad_to_bucket
+  pairs = tokenized_pairs(tokenizer, query_lengths=query_lengths, code_lengths=code_lengths,
+                          pad_id=pad_id)
+
+  def transform(batch: dict, index: int | None = None) -> dict:
+    out = pairs(batch, index)
+    negatives = np.asarray(batch["negatives"])
+    b, k = negatives.shape
+    tokenizer.no_padding()
+    tokenizer.enable_truncation(max_length=code_lengths[-1])
+    ids = [e.ids for e in tokenizer.encode_batch(
+        [t.decode("utf-8") if isinstance(t, bytes) else str(t) for t in negatives.ravel()])]
+    neg_ids, neg_mask = pad_to_bucket(ids, code_lengths, pad_id)
+    out["neg_ids"] = neg_ids.reshape(b, k, -1)
+    out["neg_mask"] = neg_mask.reshape(b, k, -1)
+    return out
+
+  return transform
+
+
+def train_dataset(options: dict, text_model) -> tuple[MinedSource, Callable]:
+  """Training dataset of a mined file (for `jaxemb.data.registry`): `config.data` options
+  `path` (from `jaxemb mine`), `num_negatives` (default 1), `query_lengths`, `code_lengths`."""
+  if text_model is None:
+    raise ValueError("the mined-negatives dataset needs a tokenizer: set config.model.pretrained "
+                     "or config.model.tokenizer")
+  options = dict(options)
+  path = options.pop("path", None)
+  if not path:
+    raise ValueError("config.data.path is required: the .jsonl file written by `jaxemb mine`")
+  num_negatives = int(options.pop("num_negatives", 1))
+  query_lengths = tuple(options.pop("query_lengths", (16, 32)))
+  code_lengths = tuple(options.pop("code_lengths", (64, 128)))
+  if options:
+    raise ValueError(f"unknown mined-negatives option(s) {sorted(options)}; valid: path, "
+                     "num_negatives, query_lengths, code_lengths")
+  transform = mined_transform(text_model.tokenizer, query_lengths=query_lengths,
+                              code_lengths=code_lengths, pad_id=text_model.pad_token_id)
+  return MinedSource(path, num_negatives), transform
+
+
 # ---------------------------------------------------------------------------------------------
 # Command line: `jaxemb mine`.
 

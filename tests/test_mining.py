@@ -167,3 +167,39 @@ def test_mine_cli(tmp_path, monkeypatch, capsys):
   d = jaxemb.encode(model, data["corpus"])
   expected = ref_mine(q, d, [[i] for i in range(10)], 4, "margin")
   assert [r["negative_indices"] for r in rows] == [[j for j in e if j >= 0] for e in expected]
+
+
+@pytest.mark.slow  # two training steps of a tiny transformer through the loop: ~30 s of CPU
+def test_mined_dataset_transform_and_training_run(tmp_path, monkeypatch):
+  """A mined file read as a training dataset: neg_ids [B, K, L] reach the text_pairs loss."""
+  from jaxemb.data import registry as data_registry
+  from jaxemb.train import loop
+  from jaxemb.train.config import base_config
+  words = [a + b for a in "abcdefgh" for b in "xyz"]  # 24 distinct short "documents"
+  queries, docs = [f"find {w}" for w in words], [f"def {w}" for w in words]
+  path = mining.write_mined(tmp_path / "neg.jsonl",
+                            mining.mine(_embed_fn, queries, docs, 2, filter="none"), queries, docs)
+  model_dir = jaxemb.save_pretrained(_tiny_model(), tmp_path / "tiny")
+  model = jaxemb.load_pretrained(model_dir)
+  source, transform = mining.train_dataset(
+      {"path": str(path), "num_negatives": 2, "query_lengths": (8,), "code_lengths": (8, 12)},
+      model)
+  batch = {key: np.stack([source[i][key] for i in range(4)]) for key in source[0]}
+  out = transform(batch, 0)
+  assert out["neg_ids"].shape[:2] == (4, 2) and out["neg_ids"].shape[2] in (8, 12)
+  first = model.tokenizer.encode(batch["negatives"][0, 1].decode()).ids
+  assert out["neg_ids"][0, 1, :len(first)].tolist() == first
+  assert out["neg_mask"][0, 1].sum() == len(first)
+  with pytest.raises(ValueError, match="config.data.path is required"):
+    mining.train_dataset({}, model)
+
+  monkeypatch.setitem(data_registry.DATASETS, "mined_negatives", "jaxemb.mining:train_dataset")
+  c = base_config(recipe="text_pairs")
+  c.model = dict(pretrained=str(model_dir), pooling="mean")
+  c.data = dict(name="mined_negatives", path=str(path), num_negatives=2, query_lengths=(8,),
+                code_lengths=(12,))
+  c.objective = dict(name="info_nce", scale=20.0)
+  c.batch_size, c.total_steps, c.log_every, c.checkpoint_every = 8, 2, 1, 2
+  c.progress = False
+  summary = loop.run(c, str(tmp_path / "run"))
+  assert summary["step"] == 2 and np.isfinite(summary["metrics"]["loss"])
