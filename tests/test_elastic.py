@@ -279,3 +279,22 @@ def test_starbucks_bad_pairs():
     elastic.starbucks(x, x, ((1, 9),))
   with pytest.raises(ValueError, match="pairs is empty"):
     elastic.starbucks(x, x, ())
+
+
+def test_layer_objectives_on_a_batch_sharded_over_8_devices():
+  """Under jit with the batch axis sharded over devices, the losses equal the unsharded ones."""
+  from jax.sharding import NamedSharding, PartitionSpec as P
+  mesh = jax.make_mesh((8,), ("data",), axis_types=(jax.sharding.AxisType.Auto,))
+  ql, dl = _emb(40, 3, 16, 8), _emb(41, 3, 16, 8)
+  put = lambda x: jax.device_put(x, NamedSharding(mesh, P(None, "data", None)))
+  loss_fn = functools.partial(info_nce, scale=20.0)
+  key = jax.random.key(2)
+
+  @jax.jit
+  def both(a, b):
+    return (elastic.two_d_matryoshka(loss_fn, a, b, (8, 4), key)[0],
+            elastic.starbucks(a, b, ((0, 2), (1, 4)))[0])
+
+  sharded = both(put(ql), put(dl))
+  plain = both(ql, dl)
+  np.testing.assert_allclose(sharded, plain, rtol=1e-5)
