@@ -138,3 +138,17 @@ def test_bad_options_raise():
     kge.KGEModel("transe", E, R, 0, rngs=nnx.Rngs(0))
   with pytest.raises(ValueError, match="unknown model option"):
     kge.build({"interaction": "transe", "dim": 4, "depth": 2}, E, R, nnx.Rngs(0))
+
+
+@pytest.mark.parametrize("name,kwargs", CASES, ids=[f"{n}{k}" for n, k in CASES])
+def test_matmul_one_to_all_matches_slow_formula(name, kwargs):
+  model = _model(name, kwargs, seed=2)
+  h, r, t = jnp.array([0, 3, 7]), jnp.array([1, 4, 0]), jnp.array([2, 2, 9])
+  all_t = np.asarray(model.score_t_matmul(h, r))
+  all_h = np.asarray(model.score_h_matmul(r, t))
+  for b in range(3):
+    for e in range(E):
+      np.testing.assert_allclose(all_t[b, e], _slow_score(model, int(h[b]), int(r[b]), e),
+                                 rtol=1e-4, atol=1e-4)
+      np.testing.assert_allclose(all_h[b, e], _slow_score(model, e, int(r[b]), int(t[b])),
+                                 rtol=1e-4, atol=1e-4)

@@ -3,7 +3,9 @@
 
 Runs use `configs/kge.py:rotate_nations_nssa64,runlocal` (6 steps of 32 triples, 4 negatives
 below) on a small synthetic graph of 32 entities written as a user triples directory, so the
-entity table divides 8 devices and really shards under mesh fsdp=8.
+entity table divides 8 devices and really shards under mesh fsdp=8. Sharded and 1-device runs
+match the 8-device data-parallel run to float32 rounding (rtol 1e-4, atol 5e-5: sums run in
+another order, and Adam rescales tiny gradient differences); resume is bitwise.
 """
 
 from __future__ import annotations
@@ -101,7 +103,7 @@ def test_sharded_entity_table_matches(reference, graph_dir, data_dir, tmp_path):
   table = sharded["state"]["params"]["model"]["entity"]
   assert len(table.sharding.device_set) == 8 and not table.sharding.is_fully_replicated
   assert table.addressable_shards[0].data.shape[0] == 32 // 8
-  jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6),
+  jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-4, atol=5e-5),
                _params(sharded), _params(straight))
   assert sharded["eval_end"]["test/mrr"] == pytest.approx(straight["eval_end"]["test/mrr"],
                                                           abs=1e-6)
@@ -133,7 +135,7 @@ def test_one_device_matches_eight(reference, graph_dir, data_dir, tmp_path):
   eight = _params(straight)
   assert sorted(one) == sorted(eight)
   for k in one:
-    np.testing.assert_allclose(one[k], eight[k], rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(one[k], eight[k], rtol=1e-4, atol=5e-5)
 
 
 def test_bad_config_raises(graph_dir, data_dir):
@@ -152,3 +154,23 @@ def test_bad_config_raises(graph_dir, data_dir):
     KGERecipe(c)
   with pytest.raises(ValueError, match="unknown kge run"):
     load_config(f"{REPO}/configs/kge.py:rotate_fb15k")
+
+
+def test_matmul_negatives_equal_gathered(graph_dir, data_dir):
+  import jax.numpy as jnp
+  from flax import nnx
+  from jaxemb.recipes.kge import KGERecipe
+  losses = {}
+  for mode in ("gather", "matmul"):
+    c = _config(graph_dir, data_dir)
+    c.objective.negative_scoring = mode
+    recipe = KGERecipe(c)
+    assert recipe.matmul_negatives == (mode == "matmul")
+    model = recipe.model(nnx.Rngs(0))
+    src = recipe.train_data().source
+    batch = {"triple": jnp.asarray(np.stack([src[i]["triple"] for i in range(8)]))}
+    loss_fn = lambda m: recipe.loss(m, {}, batch, jax.random.key(3))[0]
+    losses[mode] = (float(loss_fn(model)), nnx.grad(loss_fn)(model))
+  assert losses["matmul"][0] == pytest.approx(losses["gather"][0], rel=1e-5)
+  jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-3, atol=1e-5),
+               losses["matmul"][1], losses["gather"][1])

@@ -174,6 +174,85 @@ def interact(interaction: str, h: jax.Array, r: jax.Array, t: jax.Array, *, p: i
 
 
 # ---------------------------------------------------------------------------------------------
+# 1-N scores as matrix products (training against all entities; float32 expansions).
+
+FAST_ONE_TO_ALL = ("transe", "distmult", "complex", "rotate", "nfe", "tucker")
+
+
+def _sqdist(q: jax.Array, e: jax.Array) -> jax.Array:
+  # ||q_b - e_j||^2 = |q_b|^2 + |e_j|^2 - 2 q_b.e_j, clamped at 0 (float32 cancellation).
+  d = jnp.sum(q * q, -1)[:, None] + jnp.sum(e * e, -1)[None, :] - 2.0 * q @ e.T
+  return jnp.maximum(d, 0.0)
+
+
+def _neg_dist(d2: jax.Array) -> jax.Array:
+  # sqrt with a floor, so a (near-)zero distance has a finite gradient.
+  return -jnp.sqrt(jnp.maximum(d2, 1e-12))
+
+
+def _cmul(a: jax.Array, b: jax.Array, conj_b: bool = False) -> jax.Array:
+  (ar, ai), (br, bi) = _split(a), _split(b)
+  if conj_b:
+    bi = -bi
+  return jnp.concatenate([ar * br - ai * bi, ar * bi + ai * br], axis=-1)
+
+
+def tails_matmul(interaction: str, h: jax.Array, r: jax.Array, ent: jax.Array, *, p: int = 1,
+                 gamma: float = 0.0, core: jax.Array | None = None) -> jax.Array | None:
+  """(h, r, every entity) scores `[B, E]` from rows `h`, `r` `[B, w]` as matrix products, or None
+  where the interaction has no such form (TransE L1). Equal to `interact` up to float32
+  rounding of the expansions ||a - b||^2 = |a|^2 + |b|^2 - 2ab."""
+  if interaction == "distmult":
+    return (h * r) @ ent.T
+  if interaction == "complex":
+    return _cmul(h, r) @ ent.T
+  if interaction == "rotate":
+    return _neg_dist(_sqdist(_cmul(h, r), ent))
+  if interaction == "transe":
+    return _neg_dist(_sqdist(h + r, ent)) if p == 2 else None
+  if interaction == "nfe":
+    (hm, hs), (rm, rs), (em, es) = _split(h), _split(r), _split(ent)
+    return gamma - _sqdist(rs * hm + rm, em) - _sqdist(jnp.abs(rs * hs), jnp.abs(es))
+  if interaction == "tucker":
+    hr = jnp.einsum("...ik,...i->...k", jnp.einsum("ijk,...j->...ik", core, r), h)
+    return hr @ ent.T
+  return None
+
+
+def heads_matmul(interaction: str, r: jax.Array, t: jax.Array, ent: jax.Array, *, p: int = 1,
+                 gamma: float = 0.0, core: jax.Array | None = None) -> jax.Array | None:
+  """(every entity, r, t) scores `[B, E]` as matrix products (see `tails_matmul`)."""
+  if interaction == "distmult":
+    return (r * t) @ ent.T
+  if interaction == "complex":
+    w = _cmul(r, t, conj_b=True)  # Re(sum e * w): e_re w_re - e_im w_im
+    wr, wi = _split(w)
+    return jnp.concatenate([wr, -wi], axis=-1) @ ent.T
+  if interaction == "rotate":
+    # |e r - t|^2 = sum_i |e_i|^2 |r_i|^2 - 2 Re(e_i r_i conj t_i) + |t_i|^2 (no |r_i| = 1 needed)
+    (er, ei), (rr, ri), (tr, ti) = _split(ent), _split(r), _split(t)
+    w = _cmul(r, t, conj_b=True)
+    wr, wi = _split(w)
+    d2 = ((er * er + ei * ei) @ (rr * rr + ri * ri).T
+          - 2.0 * ent @ jnp.concatenate([wr, -wi], axis=-1).T
+          + jnp.sum(tr * tr + ti * ti, -1)[None, :])
+    return _neg_dist(jnp.maximum(d2, 0.0)).T
+  if interaction == "transe":
+    return _neg_dist(_sqdist(t - r, ent)) if p == 2 else None
+  if interaction == "nfe":
+    (rm, rs), (tm, ts), (em, es) = _split(r), _split(t), _split(ent)
+    c = rm - tm
+    mu = ((em * em) @ (rs * rs).T + 2.0 * em @ (rs * c).T + jnp.sum(c * c, -1)[None, :])
+    ars = jnp.abs(rs)
+    sig = ((es * es) @ (ars * ars).T - 2.0 * jnp.abs(es) @ (ars * jnp.abs(ts)).T
+           + jnp.sum(ts * ts, -1)[None, :])
+    return (gamma - jnp.maximum(mu, 0.0) - jnp.maximum(sig, 0.0)).T
+  if interaction == "tucker":
+    return jnp.einsum("ijk,bj,bk->bi", core, r, t) @ ent.T
+  return None
+
+
+# ---------------------------------------------------------------------------------------------
 # The module.
 
 
@@ -245,6 +324,23 @@ class KGEModel(nnx.Module):
     """(every head, r, t): `[B]` indices -> `[B, num_entities]` scores."""
     ent, rel = self.entity[...], self.relation[...]
     return self._interact(ent[None], rel[r][:, None], ent[t][:, None], dropout_key)
+
+  def score_t_matmul(self, h: jax.Array, r: jax.Array) -> jax.Array:
+    """Like `score_t` (no dropout) through matrix products: for training against all or many
+    entities. Falls back to `score_t` where there is no product form (TransE L1)."""
+    ent, rel = self.entity[...], self.relation[...]
+    core = self.core[...] if self.core is not None else None
+    out = tails_matmul(self.interaction, ent[h], rel[r], ent, p=self.p, gamma=self.gamma,
+                       core=core)
+    return self.score_t(h, r) if out is None else out
+
+  def score_h_matmul(self, r: jax.Array, t: jax.Array) -> jax.Array:
+    """Like `score_h` (no dropout) through matrix products (see `score_t_matmul`)."""
+    ent, rel = self.entity[...], self.relation[...]
+    core = self.core[...] if self.core is not None else None
+    out = heads_matmul(self.interaction, rel[r], ent[t], ent, p=self.p, gamma=self.gamma,
+                       core=core)
+    return self.score_h(r, t) if out is None else out
 
   def rows(self, h: jax.Array, r: jax.Array, t: jax.Array
            ) -> tuple[jax.Array, jax.Array, jax.Array]:

@@ -16,7 +16,8 @@ Config sections:
   data:      graph ("nations", "umls", "kinships" or a directory of train/valid/test.txt),
              [data_dir], triples_per_row (config.batch_size counts rows of this many triples)
   objective: loss, [margin, adversarial_temperature], num_negatives, sampler (basic|bernoulli),
-             regularizer_weight (0: none), regularizer_p, regularizer_normalize
+             regularizer_weight (0: none), regularizer_p, regularizer_normalize,
+             negative_scoring (auto|gather|matmul, see `use_matmul`)
 Evaluators: `dict(split="validation"|"test", [budget=...])`: filtered both-sides realistic
 ranks, logged as `<split>/mrr`, `<split>/mr`, `<split>/hits@{1,3,10}`, `<split>/amri`.
 Entity tables are named ("entity", "embed"): a rule ("entity", "fsdp") shards them by rows.
@@ -43,9 +44,25 @@ MODEL_KEYS = frozenset({"interaction", "dim", "relation_dim", "p", "gamma", "dro
 DATA_KEYS = frozenset({"graph", "data_dir", "triples_per_row"})
 OBJECTIVE_KEYS = frozenset({"loss", "margin", "adversarial_temperature", "num_negatives",
                             "sampler", "regularizer_weight", "regularizer_p",
-                            "regularizer_normalize"})
+                            "regularizer_normalize", "negative_scoring"})
 EVALUATOR_KEYS = frozenset({"split", "budget"})
 SAMPLERS = ("basic", "bernoulli")
+NEGATIVE_SCORING = ("auto", "gather", "matmul")
+
+
+def use_matmul(mode: str, interaction: str, p: int, num_entities: int, num_negatives: int,
+               dropout: bool) -> bool:
+  """Whether negatives are scored by 1-N matrix products (then gathered) instead of gathering
+  their rows: "auto" picks products when there are many negatives per triple relative to the
+  entities (num_entities <= 8 * num_negatives), measured ~10x less CPU for RotatE on UMLS with
+  32 negatives, and the interaction has a product form (not TransE L1, not TuckER dropout)."""
+  possible = not (interaction == "transe" and p == 1) and not dropout
+  if mode == "matmul" and not possible:
+    raise ValueError(f"objective.negative_scoring='matmul' is not available for "
+                     f"{interaction} (p={p}, dropout={dropout}); use 'gather' or 'auto'")
+  if mode == "auto":
+    return possible and num_entities <= 8 * num_negatives
+  return mode == "matmul"
 
 
 def loss_options(objective: Mapping[str, Any]) -> dict[str, float]:
@@ -76,6 +93,9 @@ class KGERecipe(Recipe):
                        f"{SAMPLERS}")
     if int(obj.get("num_negatives", 1)) < 1:
       raise ValueError(f"config.objective.num_negatives must be >= 1, got {obj.num_negatives}")
+    if obj.get("negative_scoring", "auto") not in NEGATIVE_SCORING:
+      raise ValueError(f"config.objective.negative_scoring={obj.negative_scoring!r} is not one "
+                       f"of {NEGATIVE_SCORING}")
     if config.model.get("interaction") not in kge_nn.INTERACTIONS:
       raise ValueError(f"config.model.interaction={config.model.get('interaction')!r} is not "
                        f"one of {kge_nn.INTERACTIONS}")
@@ -86,6 +106,12 @@ class KGERecipe(Recipe):
       self.head_probability = kge_obj.bernoulli_head_probability(
           self.graph.train, self.graph.num_relations)
     self._eval_fns = None
+    tucker_dropout = (config.model.interaction == "tucker"
+                      and any(float(x) for x in config.model.get("dropout", (0.3, 0.4, 0.5))))
+    self.matmul_negatives = use_matmul(
+        obj.get("negative_scoring", "auto"), config.model.interaction,
+        int(config.model.get("p", 1)), self.graph.num_entities, int(obj.get("num_negatives", 1)),
+        tucker_dropout)
 
   # --- model, loss, data -----------------------------------------------------------------------
 
@@ -106,8 +132,18 @@ class KGERecipe(Recipe):
     pos_key, neg_key = jax.random.split(dropout_key)
     pos_scores = model.score_hrt(pos[:, 0], pos[:, 1], pos[:, 2],
                                  dropout_key=pos_key if use_dropout else None)
-    neg_scores = model.score_hrt(neg[..., 0], neg[..., 1], neg[..., 2],
-                                 dropout_key=neg_key if use_dropout else None)
+    if self.matmul_negatives:
+      # Every negative shares (r, t) or (h, r) with its positive: score the positive's query
+      # against all entities by matrix products and pick the corrupted entity's column.
+      tails = model.score_t_matmul(pos[:, 0], pos[:, 1])
+      heads = model.score_h_matmul(pos[:, 1], pos[:, 2])
+      head_corrupted = neg[..., 0] != pos[:, None, 0]  # corruption always changes the entity
+      neg_scores = jnp.where(head_corrupted,
+                             jnp.take_along_axis(heads, neg[..., 0], axis=1),
+                             jnp.take_along_axis(tails, neg[..., 2], axis=1))
+    else:
+      neg_scores = model.score_hrt(neg[..., 0], neg[..., 1], neg[..., 2],
+                                   dropout_key=neg_key if use_dropout else None)
     loss, metrics = kge_obj.slcwa_loss(obj.loss, pos_scores, neg_scores, **loss_options(obj))
     weight = float(obj.get("regularizer_weight", 0.0))
     if weight:

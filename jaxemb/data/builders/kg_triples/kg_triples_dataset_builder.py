@@ -61,8 +61,9 @@ def directory_config(directory: str) -> KgTriplesConfig:
 class KgTriples(tfds.core.GeneratorBasedBuilder):
   """Knowledge-graph triples from label files."""
 
-  VERSION = tfds.core.Version("1.0.0")
-  RELEASE_NOTES = {"1.0.0": "Nations, UMLS, Kinships (PyKEEN 1.11.1 splits); user directories."}
+  VERSION = tfds.core.Version("1.1.0")
+  RELEASE_NOTES = {"1.0.0": "Nations, UMLS, Kinships (PyKEEN 1.11.1 splits); user directories.",
+                   "1.1.0": "`index` feature: a triple's position in its file."}
   BUILDER_CONFIGS = [
       KgTriplesConfig(name=n, directory=os.path.join(DATA_DIR, n),
                       description=f"{n} as in the PyKEEN 1.11.1 wheel") for n in VENDORED]
