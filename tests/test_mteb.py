@@ -117,3 +117,18 @@ def test_mock_tasks_pass():
 def test_bad_name():
   with pytest.raises(ValueError, match="'tiny'"):
     MTEBEncoder(_tiny_model(), name="tiny")
+
+
+def test_pair_classification_equals_mteb_on_the_same_scores():
+  from mteb.abstasks.pair_classification import AbsTaskPairClassification
+  from jaxemb.evaluate.classification import best_threshold_metrics
+  rng = np.random.default_rng(0)
+  labels = rng.integers(0, 2, 200)
+  scores = np.round(labels * 0.5 + rng.normal(size=200), 1)  # ties
+  # MTEB's own per-score computation: instance methods that use no task state.
+  helper = type("Helper", (), {name: getattr(AbsTaskPairClassification, name) for name in (
+      "_compute_metrics_values", "_find_best_acc_and_threshold", "_find_best_f1_and_threshold")})
+  theirs = helper()._compute_metrics_values(list(scores), labels, True)
+  ours = best_threshold_metrics(scores, labels)
+  for name in ("accuracy", "f1", "precision", "recall", "ap"):
+    assert ours[name] == pytest.approx(theirs[name], abs=1e-12), name
