@@ -195,8 +195,10 @@ def test_merge_cli_average_and_atlas(tmp_path, monkeypatch, capsys):
   from jaxemb import tasks
   monkeypatch.setattr(tasks, "parse", lambda spec, default_split="test": (task, "validation"))
   out = tmp_path / "atlas"
-  run("--base", dirs[0], "--models", dirs[1], dirs[2], "--method", "atlas", "--out", out,
-      "--probe-task", "toy:validation", "--steps", "0", "--batch-size", "4")
+  summary = run("--base", dirs[0], "--models", dirs[1], dirs[2], "--method", "atlas",
+                "--out", out, "--probe-task", "toy:validation", "--steps", "0",
+                "--batch-size", "4")
+  assert summary["coefficients"] == [0.0, 0.0] and summary["probe_loss"] == []
   # Zero steps from zero coefficients: the base model, written and read back.
   _close(split(jaxemb.load_pretrained(out).module)[1], params[0], rtol=1e-6, atol=1e-7)
 

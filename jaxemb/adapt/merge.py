@@ -288,8 +288,12 @@ def atlas(base: PyTree, models: Sequence[PyTree], loss_fn: LossFn, *, steps: int
 def merge_params(base: PyTree | None, models: Sequence[PyTree], method: str, *,
                  lam: float | Sequence[float] = 1.0, density: float = 0.2,
                  scope: str = "global", loss_fn: LossFn | None = None, steps: int | None = None,
-                 tx: optax.GradientTransformation | None = None) -> PyTree:
-  """Dispatch on `method` (one of `METHODS`); returns the merged parameters."""
+                 tx: optax.GradientTransformation | None = None, info: dict | None = None
+                 ) -> PyTree:
+  """Dispatch on `method` (one of `METHODS`); returns the merged parameters.
+
+  For the learned methods, a dict passed as `info` receives "coefficients" and "losses".
+  """
   if method not in METHODS:
     raise ValueError(f"method={method!r}; expected one of {METHODS}")
   models = _check_models(models)
@@ -311,7 +315,10 @@ def merge_params(base: PyTree | None, models: Sequence[PyTree], method: str, *,
                      "--probe-task)")
   fn = self_positioning if method == "self_positioning" else atlas
   kwargs = {} if steps is None else {"steps": steps}
-  return fn(base, models, loss_fn, tx=tx, **kwargs).params
+  result = fn(base, models, loss_fn, tx=tx, **kwargs)
+  if info is not None:
+    info.update(coefficients=result.coefficients, losses=result.losses)
+  return result.params
 
 
 # ---------------------------------------------------------------------------------------------
@@ -467,7 +474,16 @@ def merge_main(args: argparse.Namespace) -> None:
     if args.lr is not None:
       options["tx"] = (optax.adam(args.lr) if args.method == "self_positioning"
                        else optax.adamw(args.lr, weight_decay=0.1))
-  merged = merge_models(base, models, args.method, loss_fn=loss_fn, **options)
+  info: dict[str, Any] = {}
+  merged = merge_models(base, models, args.method, loss_fn=loss_fn, info=info, **options)
   out = jaxemb.save_pretrained(merged, args.out)
-  print(json.dumps({"out": str(out), "method": args.method, "base": args.base,
-                    "models": list(args.models)}))
+  summary = {"out": str(out), "method": args.method, "base": args.base,
+             "models": list(args.models)}
+  if "losses" in info:
+    losses = info["losses"]
+    summary["probe_loss"] = [float(losses[0]), float(losses[-1])] if len(losses) else []
+    coeffs = np.stack([np.asarray(c) for c in jax.tree.leaves(info["coefficients"])]) \
+        if args.method == "atlas" else np.asarray(info["coefficients"])[None]
+    # Per model: its coefficient (self_positioning) or the mean over tensors (atlas).
+    summary["coefficients"] = [round(float(c), 4) for c in coeffs.mean(axis=0)]
+  print(json.dumps(summary))
