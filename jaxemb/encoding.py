@@ -1,16 +1,26 @@
 """`encode`: texts -> embeddings, fast on CPU and sharded over every local device.
 
 Speed on CPU is mostly about padding waste, compiles and cache misses. Texts are sorted by token
-length so each batch holds similar lengths, and each batch is padded to the next *bucket* length
-from a small fixed ladder, so jit compiles a bounded number of shapes (one per bucket, plus a few
-for the last, smaller batch); batches of long texts hold fewer rows so their attention scores
-stay in cache.
+length so each batch holds similar lengths, and each batch is padded to a *bucket* length, so
+jit compiles a bounded number of shapes; batches of long texts hold fewer rows so their
+attention scores stay in cache. Cold (first-call) time is mostly compiles, so:
+
+- the encoder runs its layers under `jax.lax.scan` at inference, so each shape compiles one
+  layer body rather than the whole stack (`jaxemb.nn.layers.run_layers`);
+- the buckets are chosen per call from a fixed ladder (`choose_buckets`): a new bucket is used
+  only when the padding it saves outweighs the cost of compiling one more shape, so a few texts
+  get a coarse ladder and many texts the fine one;
+- every shape of the call is compiled ahead, on a background thread, in the order the batches
+  need them, while the first batches run; compiled shapes are kept for later calls.
 """
 
 from __future__ import annotations
 
 import bisect
+import collections
+import concurrent.futures
 import functools
+import threading
 from typing import Sequence
 
 import jax
@@ -23,9 +33,14 @@ from jaxemb.model import EmbeddingModel
 
 # Bucket ladder: step 4 to 32 tokens, then ~12% steps. Measured on all-MiniLM-L6-v2 (CPU):
 # exact lengths are fastest warm, but every new length is a compile; this ladder stays within a
-# few per cent of exact-length speed with <= 24 shapes.
+# few per cent of exact-length speed with <= 24 shapes. `choose_buckets` keeps a subset of it.
 _LADDER = (8, 12, 16, 20, 24, 28, 32, 36, 40, 44, 48, 56, 64, 72, 80, 96, 112, 128, 144, 160,
            192, 224, 256, 320, 384, 448, 512)
+
+# The cost of compiling one more shape, in padded tokens of forward work. Measured on
+# all-MiniLM-L6-v2 with scanned layers on a 2-core CPU: ~0.35 s per shape compile, ~9,000
+# tokens/s warm, i.e. ~3,000 tokens; both scale with the CPU, so the ratio travels reasonably.
+COMPILE_COST_TOKENS = 3000.0
 
 
 def bucket_lengths(max_seq_length: int) -> tuple[int, ...]:
@@ -71,11 +86,51 @@ def tokenize(model: EmbeddingModel, texts: Sequence[str]) -> list[list[int]]:
   return [e.ids for e in tok.encode_batch(list(texts))]
 
 
-@functools.partial(jax.jit, static_argnames=("graphdef", "normalize"))
-def _forward(graphdef, state, input_ids, attention_mask, *, normalize: bool):
+def choose_buckets(lengths: Sequence[int], max_seq_length: int, *,
+                   compile_cost: float | None = None,
+                   attention_per_token: float = 0.0) -> tuple[int, ...]:
+  """The buckets `encode` pads `lengths` to: the subset of `bucket_lengths(max_seq_length)`
+  that minimises padded work plus compiles.
+
+  Cost of a subset S = sum over texts of w(b(l)) + compile_cost * |S| (compile_cost defaults to
+  `COMPILE_COST_TOKENS`; 0 keeps every ladder step that some text needs), where b(l) is the
+  smallest bucket of S that fits length l and w(b) = b (1 + attention_per_token * b) is the
+  forward work of one row padded to b, in tokens (the attention term grows with the length).
+  Exact by dynamic programming over the ladder. With few texts compiles dominate and few
+  buckets are kept; with many texts every ladder step that saves padding pays off.
+  """
+  ladder = bucket_lengths(max_seq_length)
+  compile_cost = COMPILE_COST_TOKENS if compile_cost is None else compile_cost
+  lengths = np.minimum(np.asarray(lengths, np.int64), max_seq_length)
+  if lengths.size == 0:
+    return ladder
+  where = np.searchsorted(ladder, lengths, side="left")  # index of the smallest fitting bucket
+  below = np.concatenate([[0], np.cumsum(np.bincount(where, minlength=len(ladder)))])
+  top = int(where.max())
+  # best[j + 1]: cheapest cost of covering every text that fits ladder[j], with ladder[j] used.
+  best = [0.0] + [np.inf] * (top + 1)
+  prev = [-1] * (top + 1)
+  for j in range(top + 1):
+    work = ladder[j] * (1.0 + attention_per_token * ladder[j])
+    for i in range(-1, j):  # i: the previous bucket used (-1: none)
+      count = below[j + 1] - below[i + 1]
+      cost = best[i + 1] + compile_cost + count * work
+      if cost < best[j + 1]:
+        best[j + 1], prev[j] = cost, i
+  chosen, j = [], top
+  while j >= 0:
+    chosen.append(ladder[j])
+    j = prev[j]
+  return tuple(reversed(chosen))
+
+
+@functools.partial(jax.jit, static_argnames=("graphdef", "normalize", "layer", "truncate_dim"))
+def _forward(graphdef, state, input_ids, attention_mask, *, normalize: bool,
+             layer: int | None = None, truncate_dim: int | None = None):
   """The embedder's own forward (`SentenceEmbedder.__call__`), jitted per batch shape."""
   module = nnx.merge(graphdef, state)
-  return module(input_ids, attention_mask, deterministic=True, normalize=normalize)
+  return module(input_ids, attention_mask, deterministic=True, normalize=normalize, layer=layer,
+                truncate_dim=truncate_dim)
 
 
 # Attention-score elements (rows x heads x length^2) per batch. Beyond a few MB the scores
@@ -100,6 +155,37 @@ def _padded_rows(n: int, rows: int, num_devices: int) -> int:
   return -(-rows // num_devices) * num_devices
 
 
+def plan_batches(lengths: np.ndarray, buckets: tuple[int, ...], batch_size: int,
+                 num_heads: int | None, num_devices: int) -> list[tuple[np.ndarray, int, int]]:
+  """`(text indices, rows, padded length)` per forward pass, longest texts first.
+
+  Each batch is padded to the bucket of its first (longest) text and holds `batch_rows` texts
+  (fewer for long texts); `rows` >= the number of texts (the rest are all-padding rows).
+  """
+  order = np.argsort(-np.asarray(lengths), kind="stable")
+  batches, start = [], 0
+  while start < len(order):
+    length = _bucket(min(int(lengths[order[start]]), buckets[-1]), buckets)
+    rows = batch_rows(length, batch_size, num_heads, num_devices)
+    batch = order[start:start + min(rows, batch_size)]
+    batches.append((batch, _padded_rows(len(batch), rows, num_devices), length))
+    start += len(batch)
+  return batches
+
+
+# Compiled forward passes of earlier calls, by (graphdef, parameter shapes, batch shape,
+# devices, options); least recently used dropped first.
+_COMPILED: collections.OrderedDict = collections.OrderedDict()
+_COMPILED_MAX = 256
+_COMPILED_LOCK = threading.Lock()
+
+
+def _compile(graphdef, state, rows: int, length: int, sharding, options: dict):
+  """AOT-compiles `_forward` for one batch shape (the ids and mask are int32 [rows, length])."""
+  spec = jax.ShapeDtypeStruct((rows, length), np.int32, sharding=sharding)
+  return _forward.lower(graphdef, state, spec, spec, **options).compile()
+
+
 def _to_host(x: jax.Array) -> np.ndarray:
   """All rows on this host, also when they are spread over other processes' devices."""
   if not x.is_fully_addressable:
@@ -108,9 +194,61 @@ def _to_host(x: jax.Array) -> np.ndarray:
   return np.asarray(x)
 
 
+class _Executables:
+  """Compiled forward passes for the shapes of one `encode` call, compiled ahead on a thread.
+
+  Shapes are compiled in the order the batches first need them, so the batch at hand waits
+  at most for its own compile while later shapes compile behind the running batches.
+  """
+
+  def __init__(self, graphdef, state, shapes, sharding, options: dict):
+    # Parameter shapes, dtypes and placements (the caller's mesh may shard them), batch sharding.
+    leaves = tuple((x.shape, x.dtype, x.sharding) for x in jax.tree.leaves(state))
+    self._key = (graphdef, jax.tree.structure(state), leaves, sharding,
+                 tuple(sorted(options.items())))
+    self._args = (graphdef, state, sharding, options)
+    self._ready, missing = {}, []
+    with _COMPILED_LOCK:
+      for shape in dict.fromkeys(shapes):
+        key = self._key + shape
+        if key in _COMPILED:
+          _COMPILED.move_to_end(key)
+          self._ready[shape] = _COMPILED[key]
+        else:
+          missing.append(shape)
+    self._pool = None
+    self._pending = {}
+    if len(missing) > 1:
+      self._pool = concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="jaxemb-compile")
+      self._pending = {shape: self._pool.submit(self._build, shape) for shape in missing[1:]}
+    if missing:
+      self._ready[missing[0]] = self._build(missing[0])  # needed first: compile it right here
+
+  def _build(self, shape):
+    graphdef, state, sharding, options = self._args
+    compiled = _compile(graphdef, state, *shape, sharding, options)
+    with _COMPILED_LOCK:
+      _COMPILED[self._key + shape] = compiled
+      while len(_COMPILED) > _COMPILED_MAX:
+        _COMPILED.popitem(last=False)
+    return compiled
+
+  def __call__(self, shape):
+    if shape not in self._ready:
+      self._ready[shape] = self._pending.pop(shape).result()
+    return self._ready[shape]
+
+  def close(self):
+    if self._pool is not None:
+      for future in self._pending.values():
+        future.cancel()
+      self._pool.shutdown(wait=True)
+
+
 def encode(model: EmbeddingModel, texts: Sequence[str], *, batch_size: int = 64,
            normalize: bool = True, show_progress: bool | None = None,
-           mesh: jax.sharding.Mesh | None = None) -> np.ndarray:
+           mesh: jax.sharding.Mesh | None = None, truncate_dim: int | None = None,
+           layer: int | None = None) -> np.ndarray:
   """Embeds `texts` with `model`.
 
   Args:
@@ -123,20 +261,34 @@ def encode(model: EmbeddingModel, texts: Sequence[str], *, batch_size: int = 64,
     mesh: the caller's device mesh (e.g. the training mesh, which may span processes): rows
       are split over all of its devices and the parameters stay where they are. Every
       process must then call `encode` with the same texts. Default: this process's devices.
+    truncate_dim: keep the first `truncate_dim` dimensions (1 .. model.dim) of the pooled
+      vector, then normalise (Matryoshka-style embeddings); all by default.
+    layer: pool the hidden states of this layer (1-based, 1 .. the encoder's layers; the last
+      by default), e.g. for 2D-Matryoshka / Starbucks models; later layers are not computed.
 
   Returns:
-    float32 array [len(texts), D] in input order.
+    float32 array [len(texts), truncate_dim or D] in input order.
   """
   texts = _check_texts(texts)
-  if batch_size < 1:
+  if isinstance(batch_size, bool) or not isinstance(batch_size, (int, np.integer)) \
+      or batch_size < 1:
     raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+  model.module.check_size(layer, truncate_dim)
+  dim = model.dim if truncate_dim is None else int(truncate_dim)
   if not texts:
-    return np.zeros((0, model.dim), np.float32)
+    return np.zeros((0, dim), np.float32)
 
   ids = tokenize(model, texts)
   lengths = np.array([len(x) for x in ids])
-  order = np.argsort(-lengths, kind="stable")
-  buckets = bucket_lengths(model.max_seq_length)
+  cfg = model.module.encoder.cfg
+  num_heads = getattr(cfg, "num_heads", None)  # None: no attention
+  # Attention work per token grows with the length: 4 L h FLOPs per layer next to the dense
+  # layers' 2 x (4 h^2 + 2 h f) (BERT-style layer), as a fraction per token of length.
+  attention = 0.0
+  if num_heads:
+    h, f = cfg.hidden_size, getattr(cfg, "intermediate_size", 4 * cfg.hidden_size)
+    attention = 4.0 * h / (2.0 * (4 * h * h + 2 * h * f))
+  buckets = choose_buckets(lengths, model.max_seq_length, attention_per_token=attention)
   graphdef, state = nnx.split(model.module)
   if mesh is None:
     devices = jax.local_devices()
@@ -147,34 +299,35 @@ def encode(model: EmbeddingModel, texts: Sequence[str], *, batch_size: int = 64,
     rows_mesh = jax.sharding.Mesh(mesh.devices.reshape(-1), ("data",))
   rows_sharding = NamedSharding(rows_mesh, P("data"))
   place = lambda x: jax.make_array_from_callback(x.shape, rows_sharding, lambda i: x[i])
-  num_heads = getattr(model.module.encoder.cfg, "num_heads", None)  # None: no attention
-
-  # Longest first; each batch is padded to the bucket of its first (longest) text.
-  batches, start = [], 0
-  while start < len(texts):
-    length = _bucket(int(lengths[order[start]]), buckets)
-    rows = batch_rows(length, batch_size, num_heads, len(devices))
-    batch = order[start:start + min(rows, batch_size)]
-    batches.append((batch, _padded_rows(len(batch), rows, len(devices))))
-    start += len(batch)
+  batches = plan_batches(lengths, buckets, batch_size, num_heads, len(devices))
+  options = dict(normalize=bool(normalize), layer=None if layer is None else int(layer),
+                 truncate_dim=None if truncate_dim is None else int(truncate_dim))
 
   if show_progress is None:
     show_progress = len(texts) > 8 * batch_size
+  executables = _Executables(graphdef, state, [(rows, length) for _, rows, length in batches],
+                             rows_sharding, options)
   results = []
-  with tqdm.tqdm(total=len(texts), desc="encode", unit="text", disable=not show_progress) as bar:
-    for batch, rows in batches:
-      input_ids, mask = pad_to_bucket([ids[i] for i in batch], buckets, model.pad_token_id, rows)
-      out = _forward(graphdef, state, place(input_ids), place(mask), normalize=normalize)
-      results.append((batch, out))  # dispatch is asynchronous; collect below
-      if len(results) > 1:
-        prev_batch, prev = results[-2]
-        results[-2] = (prev_batch, _to_host(prev))
-        bar.update(len(prev_batch))
-    last_batch, last = results[-1]
-    results[-1] = (last_batch, _to_host(last))
-    bar.update(len(last_batch))
+  try:
+    with tqdm.tqdm(total=len(texts), desc="encode", unit="text",
+                   disable=not show_progress) as bar:
+      for batch, rows, length in batches:
+        input_ids, mask = pad_to_bucket([ids[i] for i in batch], (length,), model.pad_token_id,
+                                        rows)
+        run = executables((rows, length))
+        out = run(state, place(input_ids), place(mask))
+        results.append((batch, out))  # dispatch is asynchronous; collect below
+        if len(results) > 1:
+          prev_batch, prev = results[-2]
+          results[-2] = (prev_batch, _to_host(prev))
+          bar.update(len(prev_batch))
+      last_batch, last = results[-1]
+      results[-1] = (last_batch, _to_host(last))
+      bar.update(len(last_batch))
+  finally:
+    executables.close()
 
-  emb = np.empty((len(texts), model.dim), np.float32)
+  emb = np.empty((len(texts), dim), np.float32)
   for batch, out in results:
     emb[batch] = out[:len(batch)]
   return emb

@@ -174,47 +174,108 @@ def test_batch_rows_shrink_for_long_texts_only():
   assert rows(256, 64, 12, 8) == 8 and rows(32, 12, 12, 8) == 16
 
 
+def _record_plans(monkeypatch):
+  """Records the batch shapes `encode` plans: a list of [(rows, length), ...] per call."""
+  plans = []
+  real = encode_module.plan_batches
+
+  def recording(*args, **kwargs):
+    batches = real(*args, **kwargs)
+    plans.append([(rows, length) for _, rows, length in batches])
+    return batches
+
+  monkeypatch.setattr(encode_module, "plan_batches", recording)
+  return plans
+
+
 def test_small_batches_for_long_texts_give_the_same_embeddings(monkeypatch):
   model = tiny_model()
   texts = _texts(40, seed=7)
   full = jaxemb.encode(model, texts, batch_size=16)
-  seen = []
-  real = encode_module._forward
-  monkeypatch.setattr(encode_module, "_forward", lambda g, s, ids, mask, **kw: (
-      seen.append(ids.shape), real(g, s, ids, mask, **kw))[1])
+  plans = _record_plans(monkeypatch)
+  monkeypatch.setattr(encode_module, "COMPILE_COST_TOKENS", 0.0)  # every bucket: more shapes
   # A budget so small that only texts padded to <= 8 tokens keep 16 rows (4 heads x 16 rows
   # x 8^2 = 4096); longer ones get 4, rounded up to the 8 devices.
   monkeypatch.setattr(encode_module, "_ATTENTION_BUDGET", 4096)
   small = jaxemb.encode(model, texts, batch_size=16)
+  seen = plans[0]
   assert {rows for rows, length in seen if length > 8} == {8}
   assert {rows for rows, length in seen if length <= 8} == {16}
   np.testing.assert_allclose(small, full, atol=1e-6)
 
 
 def test_encode_compiles_a_bounded_number_of_shapes(monkeypatch):
-  # A max-pooling model has its own graphdef, hence its own jit cache entries: the growth of
-  # the cache counts exactly the shapes this call compiled.
   model = tiny_model("max")
   texts = _texts(300, seed=5)
   lengths = {len(ids) for ids in encode_module.tokenize(model, texts)}
   buckets = encode_module.bucket_lengths(MAX_LEN)
   assert len(lengths) > 2 * len(buckets)  # exact-length padding would compile more shapes
-  seen = []
-  real = encode_module._forward
-
-  def recording(graphdef, state, input_ids, attention_mask, **kw):
-    seen.append(input_ids.shape)
-    return real(graphdef, state, input_ids, attention_mask, **kw)
-
-  monkeypatch.setattr(encode_module, "_forward", recording)
-  before = real._cache_size()
-  jaxemb.encode(model, texts, batch_size=8)
-  shapes = set(seen)
-  assert len(seen) == -(-300 // 8)
+  plans = _record_plans(monkeypatch)
+  compiled = []
+  real = encode_module._compile
+  monkeypatch.setattr(encode_module, "_compile", lambda g, s, rows, length, *a: (
+      compiled.append((rows, length)), real(g, s, rows, length, *a))[1])
+  monkeypatch.setattr(encode_module, "_COMPILED", type(encode_module._COMPILED)())  # empty
+  monkeypatch.setattr(encode_module, "COMPILE_COST_TOKENS", 0.0)  # the finest ladder
+  first = jaxemb.encode(model, texts, batch_size=8)
+  shapes = plans[0]
+  assert len(shapes) == -(-300 // 8)
   assert {rows for rows, _ in shapes} == {8}
   assert {length for _, length in shapes} == set(buckets)
-  # jit's own count of compiled variants agrees with the shapes we saw.
-  assert real._cache_size() - before == len(shapes)
+  # One compile per distinct shape, each once (some on the compile-ahead thread), none again.
+  assert sorted(compiled) == sorted(set(shapes))
+  again = jaxemb.encode(model, texts, batch_size=8)
+  assert len(compiled) == len(set(shapes))
+  np.testing.assert_array_equal(again, first)
+
+
+def test_few_texts_get_a_coarser_ladder(monkeypatch):
+  model = tiny_model()
+  plans = _record_plans(monkeypatch)
+  # A compile worth 100 padded tokens: 6 texts can save at most 6 x 8 tokens with a second
+  # bucket, 300 texts far more.
+  monkeypatch.setattr(encode_module, "COMPILE_COST_TOKENS", 100.0)
+  texts = _texts(300, seed=6)
+  few = jaxemb.encode(model, texts[:6], batch_size=8)
+  many = jaxemb.encode(model, texts, batch_size=8)
+  assert len({length for _, length in plans[0]}) < len({length for _, length in plans[1]})
+  np.testing.assert_allclose(few, many[:6], atol=1e-6)
+
+
+def _brute_force_buckets(lengths, max_len, compile_cost, attention):
+  """Cheapest subset of the ladder (containing a bucket for the longest text), by enumeration."""
+  import itertools
+  ladder = encode_module.bucket_lengths(max_len)
+  best = None
+  for r in range(1, len(ladder) + 1):
+    for subset in itertools.combinations(ladder, r):
+      if subset[-1] < max(lengths):
+        continue
+      cost = compile_cost * len(subset) + sum(
+          b * (1 + attention * b) for b in (min(x for x in subset if x >= n) for n in lengths))
+      if best is None or cost < best[0] - 1e-9:
+        best = (cost, subset)
+  return best
+
+
+@pytest.mark.parametrize("seed", range(4))
+@pytest.mark.parametrize("compile_cost", [0.0, 20.0, 300.0, 1e6])
+def test_choose_buckets_is_the_cheapest_subset(seed, compile_cost):
+  rng = np.random.default_rng(seed)
+  lengths = rng.integers(1, 41, rng.integers(1, 60)).tolist()
+  attention = [0.0, 0.01][seed % 2]
+  got = encode_module.choose_buckets(lengths, 40, compile_cost=compile_cost,
+                                     attention_per_token=attention)
+  cost, want = _brute_force_buckets(lengths, 40, compile_cost, attention)
+  got_cost = compile_cost * len(got) + sum(
+      b * (1 + attention * b) for b in (encode_module._bucket(n, got) for n in lengths))
+  assert got_cost == pytest.approx(cost), (got, want)
+  assert got[-1] >= max(lengths)
+  if compile_cost == 0.0:  # every needed ladder step
+    ladder = encode_module.bucket_lengths(40)
+    assert set(got) == {encode_module._bucket(n, ladder) for n in lengths}
+  if compile_cost == 1e6:
+    assert len(got) == 1
 
 
 def test_small_inputs_pad_rows_to_a_power_of_two_over_devices():
@@ -271,3 +332,98 @@ def test_a_bare_string_raises_type_error(model, bad):
 def test_non_positive_batch_size(model, batch_size):
   with pytest.raises(ValueError, match=f"batch_size must be >= 1, got {batch_size}"):
     jaxemb.encode(model, ["a"], batch_size=batch_size)
+
+
+# ------------------------------------------------------------------------------------------------
+# Encoding at a size: (layer, truncate_dim).
+# ------------------------------------------------------------------------------------------------
+
+
+@functools.partial(jax.jit, static_argnums=0)
+def _all_hidden_states(graphdef, state, ids, mask):
+  return nnx.merge(graphdef, state).encoder(ids, mask, output_hidden_states=True).hidden_states
+
+
+@pytest.mark.parametrize("layer, dim", [(1, 8), (2, 32), (1, 32), (2, 5), (None, 12)])
+def test_encode_at_layer_and_dim_pools_that_layers_hidden_states(model, layer, dim):
+  texts = _texts(10, seed=11) + [""]
+  got = jaxemb.encode(model, texts, batch_size=4, layer=layer, truncate_dim=dim)
+  assert got.shape == (len(texts), dim) and got.dtype == np.float32
+  graphdef, state = nnx.split(model.module)
+  for i, text in enumerate(texts):
+    ids = tiny_tokenizer().encode(text).ids
+    if len(ids) > MAX_LEN:
+      ids = ids[:MAX_LEN - 1] + [3]  # truncation keeps the final [SEP]
+    mask = np.zeros((1, MAX_LEN), np.int32)
+    mask[0, :len(ids)] = 1
+    padded = jnp.asarray([ids + [0] * (MAX_LEN - len(ids))], jnp.int32)
+    states = _all_hidden_states(graphdef, state, padded, jnp.asarray(mask))
+    hidden = np.asarray(states[layer or 2], np.float64)[0, :len(ids)]  # that layer, real tokens
+    pooled = hidden.mean(0)[:dim]  # mean pooling by hand, then the first dims
+    np.testing.assert_allclose(got[i], pooled / np.linalg.norm(pooled), atol=2e-6)
+  unnormalized = jaxemb.encode(model, texts[:2], layer=layer, truncate_dim=dim, normalize=False)
+  full = jaxemb.encode(model, texts[:2], layer=layer, normalize=False)
+  np.testing.assert_allclose(unnormalized, full[:, :dim], atol=1e-6)
+
+
+def test_early_layers_differ_from_the_last(model):
+  texts = ["hello world", "a b c"]
+  assert not np.allclose(jaxemb.encode(model, texts, layer=1), jaxemb.encode(model, texts),
+                         atol=1e-3)
+  np.testing.assert_allclose(jaxemb.encode(model, texts, layer=2), jaxemb.encode(model, texts),
+                             atol=1e-6)
+
+
+@pytest.mark.parametrize("kwargs, match", [
+    (dict(truncate_dim=0), r"truncate_dim=0 must be an integer in \[1, 32\]"),
+    (dict(truncate_dim=33), r"truncate_dim=33 must be an integer in \[1, 32\]"),
+    (dict(truncate_dim=8.0), r"truncate_dim=8.0 must be an integer in \[1, 32\]"),
+    (dict(layer=0), r"layer=0 must be an integer in \[1, 2\]"),
+    (dict(layer=3), r"layer=3 must be an integer in \[1, 2\]"),
+    (dict(layer=-1), r"layer=-1 must be an integer in \[1, 2\]"),
+    (dict(layer="1"), r"layer='1' must be an integer in \[1, 2\]"),
+])
+def test_bad_layer_or_truncate_dim_names_value_and_range(model, kwargs, match):
+  with pytest.raises(ValueError, match=match):
+    jaxemb.encode(model, ["a"], **kwargs)
+  with pytest.raises(ValueError, match=match):  # checked before any work, even with no texts
+    jaxemb.encode(model, [], **kwargs)
+
+
+def test_multi_layer_pooling_refuses_an_earlier_layer():
+  cfg = TransformerConfig(vocab_size=100, hidden_size=32, num_layers=2, num_heads=4,
+                          intermediate_size=64, max_position_embeddings=MAX_LEN)
+  rngs = nnx.Rngs(0)
+  module = SentenceEmbedder(TransformerEncoder(cfg, rngs=rngs),
+                            Pooler("multi_layer", 32, num_layers=3, rngs=rngs))
+  model = EmbeddingModel(module=module, tokenizer=tiny_tokenizer(), max_seq_length=MAX_LEN)
+  with pytest.raises(ValueError, match="layer=1 needs a pooler of one layer's states"):
+    jaxemb.encode(model, ["a"], layer=1)
+  assert jaxemb.encode(model, ["a"], layer=2, truncate_dim=4).shape == (1, 4)
+
+
+# ------------------------------------------------------------------------------------------------
+# Start-up: `import jaxemb` stays light.
+# ------------------------------------------------------------------------------------------------
+
+
+def test_import_jaxemb_loads_no_data_or_checkpoint_stack():
+  import json
+  import subprocess
+  import sys
+  heavy = ("tensorflow_datasets", "grain", "orbax", "jax", "torch")
+  code = (
+      "import json, sys\n"
+      "import jaxemb\n"
+      f"bare = [m for m in {heavy!r} if m in sys.modules]\n"
+      "names = [getattr(jaxemb, name) for name in jaxemb.__all__]\n"
+      f"used = [m for m in {heavy!r} if m in sys.modules]\n"
+      "print(json.dumps([bare, used, sorted(jaxemb.__all__)]))\n")
+  out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+  bare, used, names = json.loads(out.stdout.strip().splitlines()[-1])
+  assert bare == []  # nothing heavy until a public name is used
+  assert used == ["jax"]  # encoding needs JAX, but no data pipeline or checkpointing
+  assert {"EmbeddingModel", "encode", "load_pretrained", "save_pretrained", "split",
+          "apply"} <= set(names)
+  with pytest.raises(AttributeError, match="no attribute 'no_such_name'"):
+    jaxemb.no_such_name

@@ -323,3 +323,22 @@ def test_encoder_dropout_and_config_validation():
                     (dict(dtype="float64"), "dtype='float64'")]:
     with pytest.raises(ValueError, match=match):
       _tiny_cfg(**kw)
+
+
+@pytest.mark.parametrize("norm", ["pre", "post"])
+def test_encoder_scan_loop_and_num_layers_agree(norm):
+  encoder = SSMEncoder(_tiny_cfg(num_layers=3, norm=norm), rngs=nnx.Rngs(1))
+  rng = np.random.default_rng(1)
+  ids = jnp.asarray(rng.integers(1, 50, (2, 12)), jnp.int32)
+  mask = jnp.asarray(np.arange(12)[None] < np.array([[12], [7]]), jnp.int32)
+  run = jax.jit(lambda scan, k: encoder(ids, mask, output_hidden_states=True, scan=scan,
+                                        num_layers=k), static_argnums=(0, 1))
+  looped = run(False, None)
+  scanned = run(True, None)
+  for got, want in zip(scanned.hidden_states, looped.hidden_states):
+    np.testing.assert_allclose(got, want, atol=1e-5, rtol=1e-6)
+  for k in (1, 2):
+    np.testing.assert_allclose(run(True, k).last_hidden_state, looped.hidden_states[k],
+                               atol=1e-5, rtol=1e-6)
+  with pytest.raises(ValueError, match=r"num_layers=4 must be an integer in \[1, 3\]"):
+    encoder(ids, mask, num_layers=4)

@@ -412,3 +412,44 @@ def test_mismatched_mask_shape():
   enc = TransformerEncoder(TransformerConfig(**TINY), rngs=nnx.Rngs(0))
   with pytest.raises(ValueError, match=r"\(2, 5\) and \(2, 4\)"):
     jax.eval_shape(enc, jnp.ones((2, 5), jnp.int32), jnp.ones((2, 4), jnp.int32))
+
+
+# ------------------------------------------------------------------------------------------------
+# Scanned layers and early exit (encode at a layer).
+# ------------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("overrides", [{}, ROTARY], ids=["bert", "pre_ln_rotary"])
+def test_scanned_layers_equal_the_unrolled_loop(overrides):
+  enc = _make(**{**overrides, "num_layers": 3})
+  ids, mask, types = _batch(seed=2)
+  run = jax.jit(lambda scan: enc(jnp.asarray(ids), jnp.asarray(mask), jnp.asarray(types),
+                                 output_hidden_states=True, scan=scan), static_argnums=0)
+  scanned, looped = run(True), run(False)
+  assert "scan" in str(jax.make_jaxpr(lambda: enc(jnp.asarray(ids), jnp.asarray(mask)))())
+  for got, want in zip(scanned.hidden_states, looped.hidden_states):
+    np.testing.assert_allclose(got, want, atol=1e-5, rtol=1e-6)
+  np.testing.assert_allclose(scanned.last_hidden_state, looped.last_hidden_state, atol=1e-5,
+                             rtol=1e-6)
+
+
+@pytest.mark.parametrize("overrides", [{}, ROTARY], ids=["bert", "pre_ln_rotary"])
+def test_num_layers_returns_that_layers_hidden_state(overrides):
+  enc = _make(**{**overrides, "num_layers": 3})
+  ids, mask, _ = _batch(seed=3)
+  full = _run(enc, ids, mask, output_hidden_states=True)
+  for k in (1, 2, 3):
+    out = _run(enc, ids, mask, num_layers=k, output_hidden_states=True)
+    np.testing.assert_allclose(out.last_hidden_state, full.hidden_states[k], atol=1e-5)
+    assert len(out.hidden_states) == k + 1
+  if overrides:  # pre-LN: the final norm applies after the last layer only
+    raw = _run(enc, ids, mask, num_layers=2).last_hidden_state
+    assert not np.allclose(enc.final_norm(raw), raw, atol=1e-3)
+
+
+@pytest.mark.parametrize("bad", [0, 3, -1])
+def test_bad_num_layers_names_value_and_range(bad):
+  enc = _make()
+  ids, mask, _ = _batch()
+  with pytest.raises(ValueError, match=rf"num_layers={bad} must be an integer in \[1, 2\]"):
+    _run(enc, ids, mask, num_layers=bad)

@@ -10,6 +10,7 @@ import jax
 import jax.numpy as jnp
 from flax import nnx
 
+from jaxemb.nn.layers import check_int_range
 from jaxemb.nn.pooling import Pooler
 
 
@@ -31,20 +32,44 @@ class SentenceEmbedder(nnx.Module):
   def dim(self) -> int:
     return self.encoder.hidden_size
 
+  @property
+  def num_layers(self) -> int:
+    """Layers of the encoder (embeddings not counted): the valid `layer` values are 1 .. this."""
+    return self.encoder.num_hidden_states - 1
+
+  def check_size(self, layer: int | None, truncate_dim: int | None) -> None:
+    """Raises ValueError unless `layer` / `truncate_dim` (None: the full model) are valid."""
+    if layer is not None:
+      check_int_range("layer", layer, 1, self.num_layers)
+      if self.pooler.kind == "multi_layer" and layer != self.num_layers:
+        raise ValueError(f"layer={layer} needs a pooler of one layer's states; 'multi_layer' "
+                         f"pooling weighs all {self.num_layers} layers")
+    if truncate_dim is not None:
+      check_int_range("truncate_dim", truncate_dim, 1, self.dim)
+
   def __call__(self, input_ids: jax.Array, attention_mask: jax.Array, *,
-               deterministic: bool = True, normalize: bool | None = None) -> jax.Array:
-    """Embeds a padded batch: float32 `[B, D]`.
+               deterministic: bool = True, normalize: bool | None = None,
+               layer: int | None = None, truncate_dim: int | None = None) -> jax.Array:
+    """Embeds a padded batch: float32 `[B, D]` (`[B, truncate_dim]` when truncated).
 
     Args:
       input_ids: int `[B, L]` token ids.
       attention_mask: `[B, L]`, 1 for real tokens and 0 for padding.
       deterministic: disables dropout when True (inference).
       normalize: L2-normalise the pooled vectors; None uses the module's `normalize`.
+      layer: pool the hidden states of this layer (1-based, 1 .. `num_layers`) instead of the
+        last one; the encoder stops there, so smaller layers cost less.
+      truncate_dim: keep the first `truncate_dim` dimensions of the pooled vector, before
+        normalisation (Matryoshka / 2D-Matryoshka embeddings).
     """
+    self.check_size(layer, truncate_dim)
     normalize = self.normalize if normalize is None else normalize
     needs_all = self.pooler.kind == "multi_layer"
+    kwargs = {} if layer is None else {"num_layers": layer}
     out = self.encoder(input_ids, attention_mask, deterministic=deterministic,
-                       output_hidden_states=needs_all)
+                       output_hidden_states=needs_all, **kwargs)
     all_hidden = jnp.stack(out.hidden_states) if needs_all else None
     pooled = self.pooler(out.last_hidden_state, attention_mask, all_hidden)
+    if truncate_dim is not None:
+      pooled = pooled[:, :truncate_dim]
     return l2_normalize(pooled) if normalize else pooled.astype(jnp.float32)

@@ -33,25 +33,14 @@ import jax.numpy as jnp
 import numpy as np
 from flax import nnx
 
+from jaxemb.nn import layers
+from jaxemb.nn.layers import ACTIVATIONS, DTYPES, check_choice as _check_choice
 from jaxemb.nn.transformer import EncoderOutput
 
 Array = jax.Array
 
 DISCRETIZATIONS: tuple[str, ...] = ("zoh", "bilinear")
 INITS: tuple[str, ...] = ("lin", "inv", "legs")
-ACTIVATIONS = {
-    "gelu": lambda x: jax.nn.gelu(x, approximate=False),
-    "gelu_tanh": lambda x: jax.nn.gelu(x, approximate=True),
-    "relu": jax.nn.relu,
-    "silu": jax.nn.silu,
-    "identity": lambda x: x,
-}
-_DTYPES = {"float32": jnp.float32, "bfloat16": jnp.bfloat16, "float16": jnp.float16}
-
-
-def _check_choice(name, value, choices):
-  if value not in choices:
-    raise ValueError(f"{name}={value!r} is not one of {choices}")
 
 
 # ----------------------------------------------------------------------------------------------
@@ -277,10 +266,8 @@ class S4D(nnx.Module):
     self.C_im = param(c_init, (k, h, m), (None, "embed", None))
     self.D = param(nnx.initializers.normal(1.0), (h,), ("embed",))
     names = ("embed", "mlp") if glu else ("mlp", "embed")
-    self.out = nnx.Linear(
-        h, 2 * h if glu else h, dtype=dtype, param_dtype=param_dtype,
-        kernel_init=nnx.with_partitioning(nnx.initializers.lecun_normal(), names),
-        bias_init=nnx.with_partitioning(nnx.initializers.zeros_init(), names[1:]), rngs=rngs)
+    self.out = layers.dense(h, 2 * h if glu else h, names, dtype=dtype, param_dtype=param_dtype,
+                            kernel_init=nnx.initializers.lecun_normal(), rngs=rngs)
     # No RNG state at all without dropout, so default layers are pure functions of their params.
     self.dropout = nnx.Dropout(dropout_rate, rngs=rngs if dropout_rate else None)
 
@@ -396,8 +383,8 @@ class SSMConfig:
     _check_choice("norm", self.norm, ("pre", "post"))
     _check_choice("discretization", self.discretization, DISCRETIZATIONS)
     _check_choice("hidden_act", self.hidden_act, tuple(ACTIVATIONS))
-    _check_choice("dtype", self.dtype, tuple(_DTYPES))
-    _check_choice("param_dtype", self.param_dtype, tuple(_DTYPES))
+    _check_choice("dtype", self.dtype, tuple(DTYPES))
+    _check_choice("param_dtype", self.param_dtype, tuple(DTYPES))
     for name in ("vocab_size", "hidden_size", "num_layers"):
       if getattr(self, name) < 1:
         raise ValueError(f"{name} must be a positive integer, got {getattr(self, name)}")
@@ -413,27 +400,21 @@ class SSMConfig:
 
   @property
   def compute_dtype(self):
-    return _DTYPES[self.dtype]
+    return DTYPES[self.dtype]
 
   @property
   def params_dtype(self):
-    return _DTYPES[self.param_dtype]
+    return DTYPES[self.param_dtype]
 
 
 def _layer_norm(cfg: SSMConfig, rngs: nnx.Rngs) -> nnx.LayerNorm:
-  return nnx.LayerNorm(
-      cfg.hidden_size, epsilon=cfg.layer_norm_eps, dtype=cfg.compute_dtype,
-      param_dtype=cfg.params_dtype,
-      scale_init=nnx.with_partitioning(nnx.initializers.ones_init(), ("embed",)),
-      bias_init=nnx.with_partitioning(nnx.initializers.zeros_init(), ("embed",)),
-      rngs=rngs)
+  return layers.layer_norm(cfg.hidden_size, cfg.layer_norm_eps, dtype=cfg.compute_dtype,
+                           param_dtype=cfg.params_dtype, rngs=rngs)
 
 
 def _dense(cfg: SSMConfig, din: int, dout: int, names: tuple, rngs: nnx.Rngs) -> nnx.Linear:
-  return nnx.Linear(
-      din, dout, dtype=cfg.compute_dtype, param_dtype=cfg.params_dtype,
-      kernel_init=nnx.with_partitioning(nnx.initializers.lecun_normal(), names),
-      bias_init=nnx.with_partitioning(nnx.initializers.zeros_init(), names[1:]), rngs=rngs)
+  return layers.dense(din, dout, names, dtype=cfg.compute_dtype, param_dtype=cfg.params_dtype,
+                      kernel_init=nnx.initializers.lecun_normal(), rngs=rngs)
 
 
 class SSMBlock(nnx.Module):
@@ -480,13 +461,10 @@ class SSMEncoder(nnx.Module):
   def __init__(self, cfg: SSMConfig, *, rngs: nnx.Rngs):
     self.cfg = cfg
     kw = dict(dtype=cfg.compute_dtype, param_dtype=cfg.params_dtype, rngs=rngs)
-    init = nnx.initializers.normal(0.02)
-    self.word = nnx.Embed(cfg.vocab_size, cfg.hidden_size,
-                          embedding_init=nnx.with_partitioning(init, ("vocab", "embed")), **kw)
-    self.token_type = (
-        nnx.Embed(cfg.type_vocab_size, cfg.hidden_size,
-                  embedding_init=nnx.with_partitioning(init, (None, "embed")), **kw)
-        if cfg.type_vocab_size else None)
+    self.word = layers.token_embedding(cfg.vocab_size, cfg.hidden_size, **kw)
+    self.token_type = (layers.token_embedding(cfg.type_vocab_size, cfg.hidden_size,
+                                              row_axis=None, **kw)
+                       if cfg.type_vocab_size else None)
     self.dropout = nnx.Dropout(cfg.dropout_rate, rngs=rngs)
     self.layers = nnx.List([SSMBlock(cfg, rngs=rngs) for _ in range(cfg.num_layers)])
     self.final_norm = _layer_norm(cfg, rngs) if cfg.norm == "pre" else None
@@ -501,7 +479,8 @@ class SSMEncoder(nnx.Module):
     return self.cfg.num_layers + 1
 
   def __call__(self, input_ids: Array, attention_mask: Array, token_type_ids: Array | None = None,
-               *, deterministic: bool = True, output_hidden_states: bool = False) -> EncoderOutput:
+               *, deterministic: bool = True, output_hidden_states: bool = False,
+               num_layers: int | None = None, scan: bool | None = None) -> EncoderOutput:
     """Encodes a padded batch.
 
     Args:
@@ -510,6 +489,10 @@ class SSMEncoder(nnx.Module):
       token_type_ids: optional int [B, L]; used only when `cfg.type_vocab_size > 0`.
       deterministic: disables dropout when True (inference).
       output_hidden_states: also return the embedding output and every layer's output.
+      num_layers: run only the first `num_layers` blocks (1 .. cfg.num_layers; all by default);
+        the output is then `hidden_states[num_layers]` of a full run (no final norm).
+      scan: run the blocks under `jax.lax.scan` (default: at inference); see
+        `jaxemb.nn.layers.run_layers`.
     """
     if input_ids.ndim != 2 or attention_mask.shape != input_ids.shape:
       raise ValueError(f"expected input_ids and attention_mask of the same shape [B, L], got "
@@ -521,12 +504,15 @@ class SSMEncoder(nnx.Module):
     if self.token_type is not None:
       x = x + self.token_type(jnp.zeros_like(input_ids) if token_type_ids is None
                               else token_type_ids)
+    num_layers = layers.check_num_layers(num_layers, self.cfg.num_layers)
     x = self.dropout(x, deterministic=deterministic)
-    states = [x]
-    for layer in self.layers:
-      x = layer(x, attention_mask, deterministic=deterministic)
-      states.append(x)
-    if self.final_norm is not None:
+    first = x
+    x, states = layers.run_layers(
+        self.layers[:num_layers], x,
+        lambda layer, h: layer(h, attention_mask, deterministic=deterministic),
+        deterministic=deterministic, want_states=output_hidden_states, scan=scan)
+    if self.final_norm is not None and num_layers == self.cfg.num_layers:
       x = self.final_norm(x)
-      states[-1] = x
-    return EncoderOutput(x, tuple(states) if output_hidden_states else None)
+      if states:
+        states[-1] = x
+    return EncoderOutput(x, (first, *states) if output_hidden_states else None)

@@ -18,16 +18,10 @@ import jax
 import jax.numpy as jnp
 from flax import nnx
 
-Array = jax.Array
+from jaxemb.nn import layers
+from jaxemb.nn.layers import ACTIVATIONS, DTYPES, check_choice
 
-_ACTIVATIONS = {
-    "gelu": lambda x: jax.nn.gelu(x, approximate=False),  # BERT uses the exact (erf) form
-    "gelu_new": lambda x: jax.nn.gelu(x, approximate=True),
-    "gelu_pytorch_tanh": lambda x: jax.nn.gelu(x, approximate=True),
-    "relu": jax.nn.relu,
-    "silu": jax.nn.silu,
-}
-_DTYPES = {"float32": jnp.float32, "bfloat16": jnp.bfloat16, "float16": jnp.float16}
+Array = jax.Array
 
 
 @dataclasses.dataclass(frozen=True)
@@ -57,12 +51,12 @@ class TransformerConfig:
   pad_token_id: int = 0
 
   def __post_init__(self):
-    _check_choice("norm_position", self.norm_position, ("post", "pre"))
-    _check_choice("position_embedding", self.position_embedding, ("absolute", "rotary"))
-    _check_choice("rope_scaling", self.rope_scaling, (None, "linear", "ntk"))
-    _check_choice("hidden_act", self.hidden_act, tuple(_ACTIVATIONS))
-    _check_choice("dtype", self.dtype, tuple(_DTYPES))
-    _check_choice("param_dtype", self.param_dtype, tuple(_DTYPES))
+    check_choice("norm_position", self.norm_position, ("post", "pre"))
+    check_choice("position_embedding", self.position_embedding, ("absolute", "rotary"))
+    check_choice("rope_scaling", self.rope_scaling, (None, "linear", "ntk"))
+    check_choice("hidden_act", self.hidden_act, tuple(ACTIVATIONS))
+    check_choice("dtype", self.dtype, tuple(DTYPES))
+    check_choice("param_dtype", self.param_dtype, tuple(DTYPES))
     for name in ("vocab_size", "hidden_size", "num_layers", "num_heads", "intermediate_size",
                  "max_position_embeddings"):
       if getattr(self, name) < 1:
@@ -82,16 +76,11 @@ class TransformerConfig:
 
   @property
   def compute_dtype(self):
-    return _DTYPES[self.dtype]
+    return DTYPES[self.dtype]
 
   @property
   def params_dtype(self):
-    return _DTYPES[self.param_dtype]
-
-
-def _check_choice(name, value, choices):
-  if value not in choices:
-    raise ValueError(f"{name}={value!r} is not one of {choices}")
+    return DTYPES[self.param_dtype]
 
 
 class EncoderOutput(NamedTuple):
@@ -100,21 +89,13 @@ class EncoderOutput(NamedTuple):
 
 
 def _dense(cfg: TransformerConfig, din: int, dout: int, names: tuple, rngs: nnx.Rngs):
-  init = nnx.initializers.normal(0.02)  # BERT's initializer_range
-  return nnx.Linear(
-      din, dout, dtype=cfg.compute_dtype, param_dtype=cfg.params_dtype,
-      kernel_init=nnx.with_partitioning(init, names),
-      bias_init=nnx.with_partitioning(nnx.initializers.zeros_init(), names[1:]),
-      rngs=rngs)
+  return layers.dense(din, dout, names, dtype=cfg.compute_dtype, param_dtype=cfg.params_dtype,
+                      rngs=rngs)  # BERT's init, normal(0.02)
 
 
 def _layer_norm(cfg: TransformerConfig, rngs: nnx.Rngs):
-  return nnx.LayerNorm(
-      cfg.hidden_size, epsilon=cfg.layer_norm_eps, dtype=cfg.compute_dtype,
-      param_dtype=cfg.params_dtype,
-      scale_init=nnx.with_partitioning(nnx.initializers.ones_init(), ("embed",)),
-      bias_init=nnx.with_partitioning(nnx.initializers.zeros_init(), ("embed",)),
-      rngs=rngs)
+  return layers.layer_norm(cfg.hidden_size, cfg.layer_norm_eps, dtype=cfg.compute_dtype,
+                           param_dtype=cfg.params_dtype, rngs=rngs)
 
 
 def rotary_frequencies(cfg: TransformerConfig) -> Array:
@@ -145,12 +126,9 @@ class Embeddings(nnx.Module):
   """Token + (absolute position) + token-type embeddings, then LayerNorm (post-LN) and dropout."""
 
   def __init__(self, cfg: TransformerConfig, *, rngs: nnx.Rngs):
-    init = nnx.initializers.normal(0.02)
     kw = dict(dtype=cfg.compute_dtype, param_dtype=cfg.params_dtype, rngs=rngs)
-    self.word = nnx.Embed(cfg.vocab_size, cfg.hidden_size,
-                          embedding_init=nnx.with_partitioning(init, ("vocab", "embed")), **kw)
-    embed = lambda rows: nnx.Embed(
-        rows, cfg.hidden_size, embedding_init=nnx.with_partitioning(init, (None, "embed")), **kw)
+    self.word = layers.token_embedding(cfg.vocab_size, cfg.hidden_size, **kw)
+    embed = lambda rows: layers.token_embedding(rows, cfg.hidden_size, row_axis=None, **kw)
     # Optional parts are None when unused (a module attribute is data only if it holds a module).
     self.position = (embed(cfg.max_position_embeddings)
                      if cfg.position_embedding == "absolute" else None)
@@ -208,7 +186,7 @@ class TransformerLayer(nnx.Module):
     self.ffn_out = _dense(cfg, cfg.intermediate_size, cfg.hidden_size, ("mlp", "embed"), rngs)
     self.ffn_norm = _layer_norm(cfg, rngs)
     self.dropout = nnx.Dropout(cfg.dropout_rate, rngs=rngs)
-    self.activation = _ACTIVATIONS[cfg.hidden_act]
+    self.activation = ACTIVATIONS[cfg.hidden_act]
 
   def _ffn(self, x, deterministic):
     return self.dropout(self.ffn_out(self.activation(self.ffn_in(x))), deterministic=deterministic)
@@ -248,7 +226,8 @@ class TransformerEncoder(nnx.Module):
     return self.cfg.num_layers + 1
 
   def __call__(self, input_ids: Array, attention_mask: Array, token_type_ids: Array | None = None,
-               *, deterministic: bool = True, output_hidden_states: bool = False) -> EncoderOutput:
+               *, deterministic: bool = True, output_hidden_states: bool = False,
+               num_layers: int | None = None, scan: bool | None = None) -> EncoderOutput:
     """Encodes a padded batch.
 
     Args:
@@ -257,6 +236,11 @@ class TransformerEncoder(nnx.Module):
       token_type_ids: optional int [B, L]; zeros when omitted.
       deterministic: disables dropout when True (inference).
       output_hidden_states: also return the embedding output and every layer's output.
+      num_layers: run only the first `num_layers` layers (1 .. cfg.num_layers; all by default).
+        The output is then that layer's hidden state, `hidden_states[num_layers]` of a full
+        run; the final norm of pre-LN models belongs to the last layer only.
+      scan: run the layers under `jax.lax.scan` (default: at inference); see
+        `jaxemb.nn.layers.run_layers`.
     """
     if input_ids.ndim != 2 or attention_mask.shape != input_ids.shape:
       raise ValueError(f"expected input_ids and attention_mask of the same shape [B, L], got "
@@ -265,6 +249,7 @@ class TransformerEncoder(nnx.Module):
         self.cfg.max_position_embeddings:
       raise ValueError(f"sequence length {input_ids.shape[1]} exceeds max_position_embeddings="
                        f"{self.cfg.max_position_embeddings}")
+    num_layers = layers.check_num_layers(num_layers, self.cfg.num_layers)
     if token_type_ids is None:
       token_type_ids = jnp.zeros_like(input_ids)
     # HF BERT numbers positions 0..L-1 from the left edge; we count real tokens instead, which is
@@ -274,11 +259,13 @@ class TransformerEncoder(nnx.Module):
     # all-padding row finite (its output is never used by the poolers).
     bias = jnp.where(attention_mask[:, None, None, :] > 0, 0.0, -1e9).astype(jnp.float32)
     x = self.embeddings(input_ids, positions, token_type_ids, deterministic=deterministic)
-    states = [x]
-    for layer in self.layers:
-      x = layer(x, bias, positions, deterministic=deterministic)
-      states.append(x)
-    if self.final_norm is not None:
+    first = x
+    x, states = layers.run_layers(
+        self.layers[:num_layers], x,
+        lambda layer, h: layer(h, bias, positions, deterministic=deterministic),
+        deterministic=deterministic, want_states=output_hidden_states, scan=scan)
+    if self.final_norm is not None and num_layers == self.cfg.num_layers:
       x = self.final_norm(x)
-      states[-1] = x
-    return EncoderOutput(x, tuple(states) if output_hidden_states else None)
+      if states:
+        states[-1] = x
+    return EncoderOutput(x, (first, *states) if output_hidden_states else None)
