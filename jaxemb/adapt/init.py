@@ -97,7 +97,8 @@ def _id_to_token(tokenizer: tokenizers.Tokenizer) -> list[str]:
 
 
 def build_plan(source: tokenizers.Tokenizer, target: tokenizers.Tokenizer, *,
-               bare: str = "shortest") -> TokenPlan:
+               bare: str = "shortest", ids: Sequence[int] | None = None,
+               decomposer: Decomposer | None = None) -> TokenPlan:
   """Decomposes every target token into source pieces and decides which rows are copied.
 
   Args:
@@ -107,10 +108,12 @@ def build_plan(source: tokenizers.Tokenizer, target: tokenizers.Tokenizer, *,
       "self.foo" or in "barfoo"): "continuation" (literally mid-word, "##foo"), "word" (a word
       start, as after punctuation) or "shortest" (whichever needs fewer source pieces, no [UNK]
       first, continuation on ties). WordPiece targets spell continuations explicitly.
+    ids: decompose only these target ids (the others get no pieces and no copy).
+    decomposer: a `Decomposer(source)` to reuse across calls.
   """
   if bare not in ("shortest", "continuation", "word"):
     raise ValueError(f"bare={bare!r} is not one of ('shortest', 'continuation', 'word')")
-  decompose = Decomposer(source)
+  decompose = decomposer or Decomposer(source)
   spelling = spelling_of(target)
   source_vocab = decompose.vocab
   # Role names count as specials even when the source never registered them as added tokens.
@@ -123,7 +126,11 @@ def build_plan(source: tokenizers.Tokenizer, target: tokenizers.Tokenizer, *,
   ambiguous = spelling.kind in ("byte_level", "metaspace")
 
   copy, special, pieces = {}, set(), []
+  wanted = None if ids is None else set(int(i) for i in ids)
   for tid, tok in enumerate(tokens):
+    if wanted is not None and tid not in wanted:
+      pieces.append([])
+      continue
     if tok in target_specials:
       special.add(tid)
       pieces.append([])

@@ -76,6 +76,83 @@ def token_stats(tokenizer: tokenizers.Tokenizer, texts: Sequence[str], *,
 
 
 # ---------------------------------------------------------------------------------------------
+# Tokenizers sampled per batch (ZeTT's hypernetwork training).
+# ---------------------------------------------------------------------------------------------
+
+SAMPLED_KINDS = ("unigram", "bpe", "wordpiece")
+
+
+def sample_unigram(texts: Sequence[str], vocab_size: int, rng: np.random.Generator, *,
+                   noise_std: float = 1.0, max_piece_chars: int = 12) -> tokenizers.Tokenizer:
+  """A UnigramLM tokenizer from `texts` without an EM trainer, as ZeTT samples them.
+
+  Candidate pieces are the substrings (<= `max_piece_chars`) of the Metaspace words of
+  `texts`; each scores frequency x length times log-normal noise (sigma `noise_std`); every
+  single character is kept, then the best-scoring others up to `vocab_size`. A piece's
+  log-probability is its log share of the kept scores. Cased; whitespace runs collapse.
+  """
+  words: dict[str, int] = {}
+  for text in texts:
+    for w in " ".join(text.split()).split(" "):
+      if w:
+        words["\u2581" + w] = words.get("\u2581" + w, 0) + 1
+  counts: dict[str, int] = {}
+  for w, n in words.items():
+    for i in range(len(w)):
+      for j in range(i + 1, min(len(w), i + max_piece_chars) + 1):
+        counts[w[i:j]] = counts.get(w[i:j], 0) + n
+  chars = sorted(c for c in counts if len(c) == 1)
+  others = sorted(c for c in counts if len(c) > 1)
+  score = lambda pieces: np.array([counts[p] * len(p) for p in pieces], np.float64)
+  noisy = score(others) * np.exp(rng.normal(0.0, noise_std, len(others))) if others else []
+  keep = max(0, vocab_size - len(SPECIALS) - len(chars))
+  top = np.argsort(-np.asarray(noisy), kind="stable")[:keep].astype(np.int64)
+  pieces = chars + [others[i] for i in top]
+  weights = np.concatenate([score(chars), np.asarray(noisy, np.float64)[top]])
+  logp = np.log(weights / weights.sum())
+  vocab = [(t, 0.0) for t in SPECIALS] + [(p, float(lp)) for p, lp in zip(pieces, logp)]
+  tok = tokenizers.Tokenizer(models.Unigram(vocab, unk_id=SPECIALS.index("[UNK]")))
+  tok.normalizer = normalizers.Sequence([normalizers.Replace(tokenizers.Regex(r"\s+"), " "),
+                                         normalizers.Strip()])
+  tok.pre_tokenizer = pre_tokenizers.Metaspace()
+  tok.decoder = decoders.Metaspace()
+  tok.add_special_tokens(list(SPECIALS))
+  return tok
+
+
+def sample_tokenizer(texts: Sequence[str], rng: np.random.Generator, *,
+                     kinds: Sequence[str] = SAMPLED_KINDS,
+                     probs: Sequence[float] = (0.6, 0.2, 0.2),
+                     vocab_range: tuple[int, int] = (1000, 8000),
+                     noise_std: float = 1.0) -> tokenizers.Tokenizer:
+  """A random tokenizer for a batch of `texts`: a kind drawn with `probs`, a vocabulary size
+  log-uniform in `vocab_range`. "unigram" is `sample_unigram`; "bpe" (byte-level) and
+  "wordpiece" (lowercasing BERT pre-tokeniser) are trained on `texts`."""
+  if len(kinds) != len(probs) or not kinds:
+    raise ValueError(f"kinds {list(kinds)} and probs {list(probs)} must be non-empty and "
+                     "equally long")
+  bad = sorted(set(kinds) - set(SAMPLED_KINDS))
+  if bad:
+    raise ValueError(f"unknown tokenizer kind(s) {bad}; expected some of {SAMPLED_KINDS}")
+  lo, hi = vocab_range
+  if not 300 <= lo <= hi:
+    raise ValueError(f"vocab_range={vocab_range} must satisfy 300 <= low <= high")
+  kind = kinds[rng.choice(len(kinds), p=np.asarray(probs) / np.sum(probs))]
+  size = int(np.exp(rng.uniform(np.log(lo), np.log(hi))))
+  if kind == "unigram":
+    return sample_unigram(texts, size, rng, noise_std=noise_std)
+  if kind == "bpe":
+    return train_code_bpe(texts, max(size, 300), min_frequency=1)
+  tok = tokenizers.Tokenizer(models.WordPiece(unk_token="[UNK]"))
+  tok.normalizer = normalizers.BertNormalizer(lowercase=True)
+  tok.pre_tokenizer = pre_tokenizers.BertPreTokenizer()
+  tok.decoder = decoders.WordPiece()
+  tok.train_from_iterator(list(texts), trainers.WordPieceTrainer(
+      vocab_size=size, special_tokens=list(SPECIALS), show_progress=False))
+  return tok
+
+
+# ---------------------------------------------------------------------------------------------
 # The experiment: every method on both tokenizers, beside the original model.
 # ---------------------------------------------------------------------------------------------
 

@@ -38,7 +38,7 @@ from jaxemb.encoding import encode, pad_to_bucket
 from jaxemb.model import EmbeddingModel
 from jaxemb.nn import layers
 
-METHODS = init_lib.METHODS + ("distill",)
+METHODS = init_lib.METHODS + ("distill", "zett")
 _PAD_NAMES = init_lib._ROLES["pad"]
 
 
@@ -173,7 +173,8 @@ def with_embeddings(model: EmbeddingModel, tokenizer: tokenizers.Tokenizer,
 def transfer(model: EmbeddingModel, tokenizer: tokenizers.Tokenizer | str | os.PathLike,
              method: str = "mean", *, texts: Sequence[str] | None = None, seed: int = 0,
              pad_token: str | None = None, bare: str = "shortest",
-             distill_options: dict | None = None, **options) -> EmbeddingModel:
+             distill_options: dict | None = None, hypernet=None,
+             **options) -> EmbeddingModel:
   """`model` moved to `tokenizer`, its new embedding rows initialised by `method`.
 
   Args:
@@ -186,14 +187,21 @@ def transfer(model: EmbeddingModel, tokenizer: tokenizers.Tokenizer | str | os.P
     bare: how byte-level / Metaspace tokens without a space marker are read (see
       `init.build_plan`).
     distill_options: keyword arguments of `distill`.
+    hypernet: for "zett", a `TokenHyperNetwork` or the directory `save_hypernet` wrote.
     options: method options of the initialiser (e.g. rank=, top_k= for "ofa").
   """
   if method not in METHODS:
     raise ValueError(f"unknown transfer method {method!r}; expected one of {METHODS}")
   if method in ("focus", "distill") and not texts:
     raise ValueError(f"method {method!r} needs training texts (texts=...)")
+  if method == "zett" and hypernet is None:
+    raise ValueError("method 'zett' needs a trained hypernetwork (hypernet=DIRECTORY, the "
+                     "export of a configs/zett_minilm.py run)")
   tok = prepare_tokenizer(model.tokenizer, tokenizer, pad_token=pad_token)
   plan = init_lib.build_plan(model.tokenizer, tok, bare=bare)
+  if method == "zett":
+    hyper = load_hypernet(hypernet) if not isinstance(hypernet, nnx.Module) else hypernet
+    return with_embeddings(model, tok, hyper_table(hyper, word_embeddings(model), plan))
   start = "mean" if method == "distill" else method
   table = init_lib.initialize(start, word_embeddings(model), plan, target=tok, texts=texts,
                               seed=seed, **options)
@@ -211,7 +219,9 @@ def transfer(model: EmbeddingModel, tokenizer: tokenizers.Tokenizer | str | os.P
 _TABLE = ("encoder", "embeddings", "word", "embedding")
 
 
-def _set_table(params: dict, table: jax.Array) -> dict:
+def set_word_table(params: dict, table: jax.Array) -> dict:
+  """A copy of a SentenceEmbedder's pure param dict with the token embedding table replaced
+  (any number of rows: the lookup only indexes it)."""
   out = dict(params)
   node = out
   for key in _TABLE[:-1]:
@@ -221,14 +231,16 @@ def _set_table(params: dict, table: jax.Array) -> dict:
   return out
 
 
-def _get_table(params: dict) -> jax.Array:
+def get_word_table(params: dict) -> jax.Array:
+  """The token embedding table in a SentenceEmbedder's pure param dict."""
   node = params
   for key in _TABLE:
     node = node[key]
   return node
 
 
-def _pooled(graph, params, ids, mask):
+def pooled_embeddings(graph, params, ids, mask):
+  """Pooled (not normalised) embeddings of a split SentenceEmbedder, float32 [B, D]."""
   module = functional.merge(graph, params)
   out = module.encoder(ids, mask, deterministic=True)
   return module.pooler(out.last_hidden_state, mask, None).astype(jnp.float32)
@@ -283,7 +295,7 @@ def distill(model: EmbeddingModel, source: EmbeddingModel, texts: Sequence[str],
   ids = [e.ids for e in tok.encode_batch(list(texts))]
 
   graph, params = functional.split(model.module)
-  table = _get_table(params)
+  table = get_word_table(params)
   mask = np.zeros((table.shape[0], 1), np.float32)
   mask[np.arange(table.shape[0]) if trainable is None else np.asarray(trainable, np.int64)] = 1
   mask = jnp.asarray(mask)
@@ -293,7 +305,7 @@ def distill(model: EmbeddingModel, source: EmbeddingModel, texts: Sequence[str],
   @jax.jit
   def step(params, table, opt_state, batch_ids, batch_mask, target):
     def f(t):
-      return distill_loss(_pooled(graph, _set_table(params, t), batch_ids, batch_mask), target,
+      return distill_loss(pooled_embeddings(graph, set_word_table(params, t), batch_ids, batch_mask), target,
                           loss)
     value, grad = jax.value_and_grad(f)(table)
     updates, opt_state = tx.update(grad * mask, opt_state, table)
@@ -313,8 +325,100 @@ def distill(model: EmbeddingModel, source: EmbeddingModel, texts: Sequence[str],
       print(f"distill step {i + 1}/{steps} loss {np.mean(history[-log_every:]):.4f} "
             f"({time.time() - started:.0f}s)", flush=True)
   out = copy_lib.copy(model)
-  out.module = functional.merge(graph, _set_table(params, table))
+  out.module = functional.merge(graph, set_word_table(params, table))
   return out, history
+
+
+# ---------------------------------------------------------------------------------------------
+# ZeTT: embeddings predicted by a hypernetwork (trained by recipes/zett.py).
+# ---------------------------------------------------------------------------------------------
+
+def piece_arrays(plan: init_lib.TokenPlan, token_ids: Sequence[int], k: int,
+                 pad_source_id: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+  """(pieces [N, k], piece mask [N, k], copy ids [N]) of target tokens for the hypernetwork.
+
+  Decompositions longer than k keep their first k pieces (ZeTT's surface max length); tokens
+  without pieces read the source pad row; specials with a source counterpart are copied.
+  """
+  n = len(token_ids)
+  pieces = np.full((n, k), pad_source_id, np.int32)
+  mask = np.zeros((n, k), np.int32)
+  copy_ids = np.full((n,), -1, np.int32)
+  for row, t in enumerate(token_ids):
+    t = int(t)
+    if t in plan.special:
+      copy_ids[row] = plan.copy.get(t, pad_source_id)
+      mask[row, 0] = 1
+      continue
+    ids = plan.pieces[t][:k] or [pad_source_id]
+    pieces[row, :len(ids)] = ids
+    mask[row, :len(ids)] = 1
+  return pieces, mask, copy_ids
+
+
+def hyper_table(hyper: nnx.Module, source_table: np.ndarray, plan: init_lib.TokenPlan, *,
+                chunk: int = 4096) -> np.ndarray:
+  """The embedding matrix of the plan's target vocabulary predicted by `hyper`."""
+  from jaxemb.nn.hyper import predict_embeddings
+  k = hyper.cfg.max_pieces
+  pad = plan.source_special[0] if plan.source_special else 0
+  graph, params = functional.split(hyper)
+  table = jnp.asarray(source_table)
+
+  @jax.jit
+  def run(params, pieces, mask, copy_ids):
+    return predict_embeddings(functional.merge(graph, params), table, pieces, mask, copy_ids)
+
+  out = []
+  for start in range(0, plan.target_size, chunk):
+    ids = range(start, min(start + chunk, plan.target_size))
+    pieces, mask, copy_ids = piece_arrays(plan, ids, k, pad)
+    rows = len(ids)
+    pad_rows = chunk - rows  # one compiled shape
+    pieces, mask, copy_ids = (np.concatenate([a, np.repeat(a[-1:], pad_rows, 0)])
+                              for a in (pieces, mask, copy_ids))
+    out.append(np.asarray(run(params, pieces, mask, copy_ids))[:rows])
+  return np.concatenate(out).astype(np.float32)
+
+
+def save_hypernet(hyper: nnx.Module, directory: str | os.PathLike) -> Path:
+  """Writes `hyper`'s config (hyper_config.json) and parameters (hyper.safetensors)."""
+  import safetensors.numpy
+  directory = Path(directory)
+  directory.mkdir(parents=True, exist_ok=True)
+  flat = {".".join(map(str, path)): np.asarray(v[...], np.float32)
+          for path, v in nnx.to_flat_state(nnx.state(hyper, nnx.Param))}
+  safetensors.numpy.save_file(flat, str(directory / "hyper.safetensors"))
+  (directory / "hyper_config.json").write_text(json.dumps(dataclasses.asdict(hyper.cfg),
+                                                          indent=2))
+  return directory
+
+
+def load_hypernet(directory: str | os.PathLike) -> nnx.Module:
+  """The `TokenHyperNetwork` that `save_hypernet` wrote to `directory`."""
+  import safetensors.numpy
+  from jaxemb.nn.hyper import HyperConfig, TokenHyperNetwork
+  directory = Path(directory)
+  for name in ("hyper_config.json", "hyper.safetensors"):
+    if not (directory / name).is_file():
+      raise FileNotFoundError(f"hypernetwork directory {directory} is missing {name}")
+  cfg = HyperConfig(**json.loads((directory / "hyper_config.json").read_text()))
+  hyper = TokenHyperNetwork(cfg, rngs=nnx.Rngs(0))
+  flat = safetensors.numpy.load_file(str(directory / "hyper.safetensors"))
+  state = nnx.state(hyper, nnx.Param)
+  pure = state.to_pure_dict()
+  for path, var in nnx.to_flat_state(state):
+    key = ".".join(map(str, path))
+    if key not in flat or flat[key].shape != tuple(var[...].shape):
+      raise ValueError(f"{directory / 'hyper.safetensors'}: parameter {key} missing or of the "
+                       f"wrong shape (expected {tuple(var[...].shape)})")
+    node = pure
+    for p in path[:-1]:
+      node = node[p]
+    node[path[-1]] = jnp.asarray(flat[key])
+  nnx.replace_by_pure_dict(state, pure)
+  nnx.update(hyper, state)
+  return hyper
 
 
 # ---------------------------------------------------------------------------------------------
@@ -334,6 +438,8 @@ def add_transfer_parser(subparsers) -> argparse.ArgumentParser:
                  help="training texts for focus/distill: a UTF-8 file, one text per line, or "
                       "TASK:SPLIT of the code-search corpus (queries and code)")
   p.add_argument("--steps", type=int, default=200, help="distill: optimisation steps")
+  p.add_argument("--hypernet", default=None,
+                 help="zett: the hypernetwork directory a zett run exported (WORKDIR/export)")
   p.add_argument("--seed", type=int, default=0)
   p.set_defaults(func=transfer_main)
   return p
@@ -354,5 +460,6 @@ def transfer_main(args: argparse.Namespace) -> None:
   model = load_pretrained(args.model)
   texts = _read_texts(args.texts) if args.method in ("focus", "distill") else None
   new = transfer(model, args.tokenizer, args.method, texts=texts, seed=args.seed,
-                 pad_token=args.pad_token, distill_options={"steps": args.steps})
+                 pad_token=args.pad_token, distill_options={"steps": args.steps},
+                 hypernet=args.hypernet)
   print(save_pretrained(new, args.out))
