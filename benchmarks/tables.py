@@ -40,6 +40,7 @@ def _config(table: str, budget: float, args, **model):
   c.final_evaluators = [dict(split="test")]
   c.checkpoint_every = args.steps
   c.async_checkpoint = False
+  c.seed = args.seed
   if args.data_dir:
     c.data.data_dir = args.data_dir
   for k, v in model.items():
@@ -49,11 +50,14 @@ def _config(table: str, budget: float, args, **model):
 
 def _run(name: str, config, args, done: dict) -> dict:
   from jaxemb.train import loop
+  if args.seed:
+    name = f"{name}_seed{args.seed}"
   if name in done:
     return done[name]
   start = time.perf_counter()
   summary = loop.run(config, os.path.join(args.workdir, name))
   row = {"name": name, "table": config.model.table, "budget": config.model.budget,
+         "seed": config.seed,
          **summary["eval_end"], "seconds": time.perf_counter() - start}
   with open(args.out, "a") as f:
     f.write(json.dumps(row) + "\n")
@@ -71,11 +75,16 @@ def experiment(args) -> None:
     for line in open(args.out):
       row = json.loads(line)
       done[row["name"]] = row
-  for table in TABLES:
+  for table in args.tables.split(","):
+    if table == "optembed":
+      continue
     for budget in BUDGETS:
       _run(f"{table}_{budget:g}", _config(table, budget, args), args, done)
+  if "optembed" not in args.tables.split(","):
+    print(table_markdown(list(done.values())))
+    return
   # OptEmbed: one supernet, a search per budget, a retrain per budget
-  supernet_dir = os.path.join(args.workdir, "optembed_supernet")
+  supernet_dir = os.path.join(args.workdir, f"optembed_supernet_seed{args.seed}")
   config = _config("optembed", 1.0, args)
   from jaxemb.train import loop
   summary = loop.run(config, supernet_dir)  # finished workdir: restores, trains nothing
@@ -83,7 +92,7 @@ def experiment(args) -> None:
   full = model.tables.rows * model.tables.dim
   for budget in BUDGETS:
     name = f"optembed_{budget:g}"
-    if name in done:
+    if (f"{name}_seed{args.seed}" if args.seed else name) in done:
       continue
     dims, keep, val_auc = ctr.optembed_search(summary["recipe"], model, budget * full,
                                               population=8, generations=3)
@@ -98,16 +107,24 @@ def experiment(args) -> None:
 
 def table_markdown(rows: list[dict]) -> str:
   """Markdown table: one row per table kind, columns per budget (AUC / log-loss / params)."""
-  by = {(r["table"], r["budget"]): r for r in rows}
+  groups: dict = {}
+  for r in rows:
+    groups.setdefault((r["table"], r["budget"]), []).append(r)
+  by = {k: {m: float(sum(r[m] for r in v) / len(v)) for m in
+            ("test/auc", "test/logloss", "params/embedding")} | {"n": len(v)}
+        for k, v in groups.items()}
   oracle = next((r["test/oracle_auc"] for r in rows), float("nan"))
-  head = "| table | " + " | ".join(f"{b:g}x: AUC / log-loss / params" for b in BUDGETS) + " |"
+  head = ("| table | " + " | ".join(f"{b:g}x: AUC / log-loss / params" for b in BUDGETS)
+          + " |")
   lines = [head, "|---" * (len(BUDGETS) + 1) + "|"]
   for table in (*TABLES, "optembed"):
     cells = []
     for b in BUDGETS:
       r = by.get((table, b))
+      seeds = "" if r is None or r["n"] == 1 else f" (mean of {r['n']} seeds)"
       cells.append("-" if r is None else
-                   f"{r['test/auc']:.4f} / {r['test/logloss']:.4f} / {int(r['params/embedding']):,}")
+                   f"{r['test/auc']:.4f} / {r['test/logloss']:.4f} / "
+                   f"{int(r['params/embedding']):,}{seeds}")
     lines.append(f"| {table} | " + " | ".join(cells) + " |")
   lines.append(f"\noracle (teacher) test AUC: {oracle:.4f}")
   return "\n".join(lines)
@@ -130,20 +147,17 @@ def throughput(args) -> None:
   mesh = jax.make_mesh((n,), ("rows",), axis_types=(jax.sharding.AxisType.Explicit,))
   block = -(-rows // n)
 
+  from jaxemb.optimizers.rowwise import sparse_rowwise_adagrad_update
+
   def local_step(table, acc, ids, grad_out):
-    """Sparse row-wise Adagrad on this device's rows: gather, unique, segment-sum, scatter."""
+    """Lookup + sparse row-wise Adagrad on this device's rows (ids of other shards dropped)."""
     ids = jax.lax.all_gather(ids, "rows", tiled=True)
     grad_out = jax.lax.all_gather(grad_out, "rows", tiled=True)
     local = ids - jax.lax.axis_index("rows") * block
     inside = (local >= 0) & (local < block)
-    local = jnp.where(inside, local, block)  # out of range: dropped by the scatters
-    emb = jnp.take(table, jnp.minimum(local, block - 1), axis=0) * inside[:, None]
-    uniq, inverse = jnp.unique(local, size=local.shape[0], fill_value=block, return_inverse=True)
-    g = jax.ops.segment_sum(grad_out * inside[:, None], inverse.reshape(-1),
-                            num_segments=local.shape[0])
-    acc = acc.at[uniq].add(jnp.mean(g * g, axis=1), mode="drop")
-    denom = jnp.sqrt(jnp.take(acc, jnp.minimum(uniq, block - 1))) + 1e-8
-    table = table.at[uniq].add(-lr * g / denom[:, None], mode="drop")
+    emb = jnp.take(table, jnp.where(inside, local, 0), axis=0) * inside[:, None]
+    table, acc = sparse_rowwise_adagrad_update(table, acc, jnp.where(inside, local, -1),
+                                               grad_out, lr)
     out = jax.lax.psum_scatter(emb, "rows", scatter_dimension=0, tiled=True)
     return table, acc, out
 
@@ -188,6 +202,8 @@ def main(argv=None) -> None:
   e.add_argument("--out", default="runs/tables.jsonl")
   e.add_argument("--workdir", default="runs/tables")
   e.add_argument("--data_dir", default="")
+  e.add_argument("--seed", type=int, default=0)
+  e.add_argument("--tables", default="full,hashed,qr,unified,optembed")
   t = sub.add_parser("throughput")
   t.add_argument("--devices", type=int, default=1)
   t.add_argument("--rows", type=int, default=10_000_000)

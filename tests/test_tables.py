@@ -218,5 +218,10 @@ def test_bad_input_raises():
     T.budget_rows(CARDS, 0.0)
 
 
-def test_budget_rows():
-  np.testing.assert_array_equal(T.budget_rows(CARDS, 0.25), [1, 13, 250, 2, 1])
+def test_budget_rows_water_filling():
+  # 0.25 * 1062 = 265.5 rows: the four small features keep their 62 ids, the one big feature
+  # gets the floor of the remaining 203.5
+  rows = T.budget_rows(CARDS, 0.25)
+  np.testing.assert_array_equal(rows, [3, 50, 203, 7, 2])
+  assert rows.sum() <= 0.25 * sum(CARDS) < np.minimum(CARDS, 204).sum()
+  np.testing.assert_array_equal(T.budget_rows(CARDS, 1.0), CARDS)

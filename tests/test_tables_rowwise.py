@@ -103,3 +103,27 @@ def test_rowwise_adagrad_adam_vs_numpy_loop():
       want["mlp"][k] -= 0.01 * (step + 1) * mhat / (np.sqrt(vhat) + 1e-8)
   jax.tree.map(lambda a, b: np.testing.assert_allclose(np.asarray(a), b, rtol=1e-5, atol=1e-6),
                jp, want)
+
+
+def test_sparse_update_equals_dense_rowwise_adagrad():
+  rng = np.random.default_rng(3)
+  table = jnp.asarray(rng.normal(size=(20, 4)), jnp.float32)
+  tx = rowwise.rowwise_adagrad(0.1)
+  state = tx.init({"t": table})
+  dense_table, acc = table, jnp.zeros((20, 1))
+  sparse_table = table
+  for _ in range(3):
+    rows = rng.integers(0, 20, 12)
+    rows[:3] = rows[3]  # repeats within a batch
+    rows[-1] = 25       # another shard's id: ignored
+    grads = rng.normal(size=(12, 4)).astype(np.float32)
+    keep = rows < 20
+    dense_grad = np.zeros((20, 4), np.float32)
+    np.add.at(dense_grad, rows[keep], grads[keep])
+    upd, state = tx.update({"t": jnp.asarray(dense_grad)}, state)
+    dense_table = dense_table + upd["t"]
+    sparse_table, acc = rowwise.sparse_rowwise_adagrad_update(
+        sparse_table, acc, jnp.asarray(rows), jnp.asarray(grads), 0.1)
+  np.testing.assert_allclose(np.asarray(sparse_table), np.asarray(dense_table), rtol=1e-5,
+                             atol=1e-6)
+  np.testing.assert_allclose(np.asarray(acc), np.asarray(state[0].accumulator["t"]), rtol=1e-5)

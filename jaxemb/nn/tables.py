@@ -165,12 +165,22 @@ def _check_call(ids: Any, cards: np.ndarray) -> jax.Array:
 
 
 def budget_rows(cardinalities: Sequence[int], budget: float) -> np.ndarray:
-  """Per-feature rows for a fraction `budget` of the full tables: ceil(budget * card), in
-  [1, card]."""
+  """Per-feature rows for a fraction `budget` of the full tables' rows, by water-filling: every
+  feature gets min(card, cap), with the largest cap whose total fits budget * sum(cards). Small
+  features keep one row per id (hashing them would merge their few values for nothing); only
+  the large ones are hashed."""
   if not 0 < budget <= 1:
     raise ValueError(f"budget must be in (0, 1], got {budget}")
   cards = _cards(cardinalities)
-  return np.clip(np.ceil(cards * budget).astype(np.int64), 1, cards)
+  total = budget * cards.sum()
+  lo, hi = 1, int(cards.max())
+  while lo < hi:  # largest cap with sum(min(cards, cap)) <= total
+    mid = (lo + hi + 1) // 2
+    if np.minimum(cards, mid).sum() <= total:
+      lo = mid
+    else:
+      hi = mid - 1
+  return np.minimum(cards, lo)
 
 
 # --- tables ---------------------------------------------------------------------------------

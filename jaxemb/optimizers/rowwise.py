@@ -149,3 +149,24 @@ def rowwise_adagrad_adam(table_lr: float | optax.Schedule, lr: float | optax.Sch
     return pick(0), RowwiseAdagradAdamState(count, pick(1), pick(2), pick(3))
 
   return optax.GradientTransformation(init, update)
+
+
+def sparse_rowwise_adagrad_update(table: jax.Array, acc: jax.Array, rows: jax.Array,
+                                  grads: jax.Array, lr: float | jax.Array, eps: float = 1e-8
+                                  ) -> tuple[jax.Array, jax.Array]:
+  """Row-wise Adagrad applied to the touched rows only: O(batch) instead of O(table) per step.
+
+  `rows` [N] (repeats allowed; ids outside [0, R) are ignored, which is how a row shard skips
+  other shards' ids) and `grads` [N, D] (gradients of the looked-up embeddings) stand for the
+  dense gradient `zeros([R, D]).at[rows].add(grads)`; the result equals `rowwise_adagrad(lr)` on
+  that dense gradient. `acc` is [R] or [R, 1]. Returns (table, acc), same shapes as given.
+  """
+  n, r = rows.shape[0], table.shape[0]
+  rows = jnp.where((rows >= 0) & (rows < r), rows, r).astype(jnp.int32)
+  uniq, inverse = jnp.unique(rows, size=n, fill_value=r, return_inverse=True)
+  g = jax.ops.segment_sum(grads.astype(jnp.float32), inverse.reshape(-1), num_segments=n)
+  flat = acc.reshape(r)
+  flat = flat.at[uniq].add(jnp.mean(g * g, axis=1), mode="drop")
+  denom = jnp.sqrt(jnp.take(flat, jnp.minimum(uniq, r - 1))) + eps
+  table = table.at[uniq].add((-lr * g / denom[:, None]).astype(table.dtype), mode="drop")
+  return table, flat.reshape(acc.shape)

@@ -125,17 +125,16 @@ def _read_split(name: str, spec: ctr_data.CTRSpec, data_dir: str,
 # ---------------------------------------------------------------------------------------------
 
 def qr_buckets(cards: Sequence[int], budget: float) -> np.ndarray:
-  """Remainder buckets m_f so that quotient + remainder rows ~ budget * card (at least
-  ~2 sqrt(card), QR's minimum)."""
+  """Remainder buckets m_f so that quotient + remainder rows ~ the water-filled row budget of
+  `tables.budget_rows` (features under the cap stay whole: m = card); QR cannot go below
+  ~2 sqrt(card) rows."""
   cards = np.asarray(cards, np.int64)
-  if budget >= 1:
-    return cards.copy()
-  # m + c / m = T (T = budget * c): the larger root; below T = 2 sqrt(c) QR cannot go, use sqrt(c)
-  target = budget * cards.astype(np.float64)
+  target = tables_lib.budget_rows(cards, budget).astype(np.float64)
+  # m + c / m = T: the larger root; below T = 2 sqrt(c) use sqrt(c)
   disc = np.maximum(target ** 2 - 4.0 * cards, 0.0)
   m = np.floor((target + np.sqrt(disc)) / 2.0).astype(np.int64)
   m = np.maximum(m, np.ceil(np.sqrt(cards)).astype(np.int64))
-  return np.clip(m, 1, cards)
+  return np.where(target >= cards, cards, np.clip(m, 1, cards))
 
 
 def make_tables(model_config: Mapping[str, Any], cards: Sequence[int],
