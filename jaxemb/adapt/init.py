@@ -279,14 +279,17 @@ def init_ofa(source_emb: np.ndarray, plan: TokenPlan, *, rank: int | None = None
   candidates = _regular(plan)
   unit = _unit(coords[candidates])
   rows = _mean_rows(e, plan)
-  for t in plan.fresh():
-    ids = plan.pieces[t]
-    if not ids:
-      continue
-    sims = unit @ _unit(coords[ids].mean(0))
-    top = np.argsort(-sims, kind="stable")[:top_k]
-    w = np.exp((sims[top] - sims[top].max()) / temperature)
-    rows[t] = ((w / w.sum()) @ coords[candidates[top]]) @ primitive
+  fresh = np.array([t for t in plan.fresh() if plan.pieces[t]], np.int64)
+  k = min(top_k, len(candidates))
+  for start in range(0, len(fresh), 512):  # chunks: one [chunk, V] similarity block at a time
+    chunk = fresh[start:start + 512]
+    queries = _unit(np.stack([coords[plan.pieces[t]].mean(0) for t in chunk]))
+    sims = queries @ unit.T
+    top = np.argpartition(-sims, k - 1, axis=1)[:, :k]
+    top_sims = np.take_along_axis(sims, top, axis=1)
+    w = np.exp((top_sims - top_sims.max(1, keepdims=True)) / temperature)
+    w /= w.sum(1, keepdims=True)
+    rows[chunk] = np.einsum("ck,ckr->cr", w, coords[candidates[top]]) @ primitive
   return _with_copies(rows, e, plan)
 
 

@@ -178,9 +178,12 @@ def _row(model, queries, codes, tokenizer, split) -> dict:
 
 
 def experiment(out: str | Path, *, methods: Sequence[str] | None = None, split: str = "test",
-               distill_steps: int = 300, distill_batch: int = 32) -> list[dict]:
+               distill_steps: int = 300, distill_batch: int = 32,
+               distill_texts: int = 4000) -> list[dict]:
   """Trains the two tokenizers on the train split, transfers MiniLM with every method, and
-  writes one JSON line per (tokenizer, method) to `out/results.jsonl` as each finishes."""
+  writes one JSON line per (tokenizer, method) to `out/results.jsonl` as each finishes (a rerun
+  skips the pairs already there). `distill` trains on `distill_texts` train texts cut to 300
+  characters (the source's embeddings of them are cached in `out`)."""
   import jaxemb
   from jaxemb.adapt import transfer as transfer_lib
   from jaxemb.data import code_search
@@ -212,19 +215,26 @@ def experiment(out: str | Path, *, methods: Sequence[str] | None = None, split: 
       make().save(str(path))
     built[name] = transfer_lib.load_tokenizer(path)
   teacher = None
-  for name, tok in built.items():
-    for method in methods:
+  for method in methods:
+    for name, tok in built.items():
       if (name, method) in done:
         continue
       started = time.time()
       options = {}
       if method == "distill":
-        cut = [t[:300] for t in train_texts]
+        # A fixed pool of train texts (queries and code starts) for the teacher, cached.
+        pool = np.random.default_rng(0).permutation(len(train_texts))[:distill_texts]
+        cut = [train_texts[i][:300] for i in pool]
+        teacher_file = out / f"teacher_{distill_texts}.npy"
+        if teacher is None and teacher_file.exists():
+          teacher = np.load(teacher_file)
         if teacher is None:
           teacher = jaxemb.encode(source, cut, normalize=False, show_progress=False)
+          np.save(teacher_file, teacher)
         options = {"distill_options": {"steps": distill_steps, "batch_size": distill_batch,
                                        "teacher": teacher, "max_chars": 300, "log_every": 50}}
-      model = transfer_lib.transfer(source, tok, method, texts=train_texts, **options)
+      texts = cut if method == "distill" else train_texts
+      model = transfer_lib.transfer(source, tok, method, texts=texts, **options)
       build_s = time.time() - started
       record({"tokenizer": name, "method": method, "vocab": tok.get_vocab_size(True),
               "build_seconds": build_s, **_row(model, test_q, test_c, model.tokenizer, split)})
@@ -251,9 +261,11 @@ def main(argv: list[str] | None = None) -> None:
   parser.add_argument("--methods", default="", help="comma-separated subset of the methods")
   parser.add_argument("--split", default="test")
   parser.add_argument("--distill-steps", type=int, default=300)
+  parser.add_argument("--distill-texts", type=int, default=4000)
   args = parser.parse_args(argv)
   rows = experiment(args.out, methods=[m for m in args.methods.split(",") if m] or None,
-                    split=args.split, distill_steps=args.distill_steps)
+                    split=args.split, distill_steps=args.distill_steps,
+                    distill_texts=args.distill_texts)
   print(table(rows))
 
 
