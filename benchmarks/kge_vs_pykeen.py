@@ -78,6 +78,80 @@ print("RESULT " + json.dumps(out), flush=True)
 """
 
 
+_SCALE = r"""
+import json, sys, time
+import jax, jax.numpy as jnp, numpy as np, optax
+from flax import nnx
+from jax.sharding import NamedSharding, PartitionSpec as P
+from jaxemb import functional
+from jaxemb.data import kg
+from jaxemb.evaluate import link_prediction as lp
+from jaxemb.nn import kge
+from jaxemb.objectives import kge as obj
+from jaxemb.train import mesh as mesh_lib
+E, T, steps, dim, batch, negs = (int(x) for x in sys.argv[1:7])
+t = time.perf_counter()
+g = kg.synthetic(E, 100, T, seed=0, valid_fraction=0.0, test_fraction=1000 / T)
+gen_s = time.perf_counter() - t
+mesh = mesh_lib.make_mesh({"data": 1, "fsdp": -1, "tensor": 1})
+n = mesh.shape["fsdp"]
+model = kge.KGEModel("rotate", E, 100, dim, row_axis="fsdp", rngs=nnx.Rngs(0))
+graph, params = functional.split(model)
+shard = {"entity": NamedSharding(mesh, P("fsdp", None)), "relation": NamedSharding(mesh, P())}
+params = {k: jax.device_put(v, shard[k]) for k, v in params.items()}
+tx = optax.adam(1e-2)
+opt = jax.jit(tx.init)(params)
+
+def loss(p, pos, key):
+  m = functional.merge(graph, p)
+  neg = obj.corrupt_basic(key, pos, negs, E)
+  ps = m.score_hrt(pos[:, 0], pos[:, 1], pos[:, 2])
+  ns = m.score_hrt(neg[..., 0], neg[..., 1], neg[..., 2])
+  return obj.nssa(ps, ns)[0]
+
+@jax.jit
+def step(p, o, pos, key):
+  l, grads = jax.value_and_grad(loss)(p, pos, key)
+  updates, o = tx.update(grads, o, p)
+  return kge.constrain("rotate", optax.apply_updates(p, updates)), o, l
+
+rng = np.random.default_rng(0)
+with jax.set_mesh(mesh):
+  bs = NamedSharding(mesh, P("fsdp", None))
+  batches = [jax.device_put(g.train[rng.integers(0, len(g.train), batch)], bs) for _ in range(4)]
+  params, opt, l = step(params, opt, batches[0], jax.random.key(0))
+  jax.block_until_ready(l)
+  t = time.perf_counter()
+  for i in range(steps):
+    params, opt, l = step(params, opt, batches[i % 4], jax.random.key(i))
+  jax.block_until_ready(l)
+  train_s = time.perf_counter() - t
+  m = functional.merge(graph, params)
+  fns = (lambda p, h, r: functional.merge(graph, p).score_t_matmul(h, r),
+         lambda p, r, t: functional.merge(graph, p).score_h_matmul(r, t))
+  t = time.perf_counter()
+  metrics = lp.evaluate(*fns, params, g.test, g.all_triples(), E, budget=1 << 24)
+  eval_s = time.perf_counter() - t
+shard_bytes = params["entity"].addressable_shards[0].data.nbytes
+out = {"entities": E, "triples": int(len(g.all_triples())), "devices": n, "dim": dim,
+       "batch": batch, "negatives": negs, "generate_s": gen_s,
+       "triples_per_s": steps * batch / train_s, "step_ms": 1000 * train_s / steps,
+       "eval_triples": int(len(g.test)), "eval_s": eval_s, "eval_mrr": metrics["mrr"],
+       "entity_shard_mb": shard_bytes / 2**20,
+       "entity_param_plus_adam_mb_per_device": 3 * shard_bytes / 2**20}
+print("RESULT " + json.dumps(out), flush=True)
+"""
+
+
+def run_scale(entities: int, triples: int, steps: int, devices: int, dim: int = 32,
+              batch: int = 4096, negatives: int = 32) -> dict:
+  """RotatE NSSA steps on a synthetic power-law graph with the entity table row-sharded over
+  `devices` (fake CPU devices unless real ones exist), then filtered test evaluation."""
+  env = {**os.environ, "XLA_FLAGS": f"--xla_force_host_platform_device_count={devices}"}
+  return _child([sys.executable, "-c", _SCALE, str(entities), str(triples), str(steps),
+                 str(dim), str(batch), str(negatives)], env)
+
+
 def _child(cmd: list[str], env: dict | None = None) -> dict:
   """Runs `cmd`; its RESULT json plus whole-process wall and CPU seconds."""
   before = resource.getrusage(resource.RUSAGE_CHILDREN)
@@ -133,7 +207,20 @@ def main(argv=None) -> None:
   parser.add_argument("--epochs", type=int, default=100)
   parser.add_argument("--data-dir", default="", help="TFDS data directory for jaxemb")
   parser.add_argument("--json", default="", help="also write the rows as JSON here")
+  parser.add_argument("--scale", default="",
+                      help="ENTITIES,TRIPLES: instead, the sharded scale benchmark (e.g. "
+                           "1000000,10000000) on --devices devices")
+  parser.add_argument("--devices", type=int, default=8)
+  parser.add_argument("--scale-steps", type=int, default=20)
   args = parser.parse_args(argv)
+  if args.scale:
+    entities, triples = (int(x) for x in args.scale.split(","))
+    result = run_scale(entities, triples, args.scale_steps, args.devices)
+    print(json.dumps(result, indent=2))
+    if args.json:
+      with open(args.json, "w") as f:
+        json.dump(result, f, indent=2)
+    return
   names = [n for n in args.runs.split(",") if n]
   unknown = sorted(set(names) - set(kge_configs.RUNS))
   if unknown:

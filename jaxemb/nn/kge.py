@@ -37,6 +37,8 @@ import jax
 import jax.numpy as jnp
 from flax import nnx
 
+from jaxemb.nn.tables import take_rows
+
 INTERACTIONS = ("transe", "distmult", "complex", "rotate", "tucker", "nfe")
 _COMPLEX = ("complex", "rotate")
 
@@ -268,13 +270,16 @@ class KGEModel(nnx.Module):
     p: TransE's norm (1 or 2; PyKEEN's default 1).
     gamma: NFE's score offset (does not change ranks).
     dropout: TuckER's (head, relation, head-relation) dropout rates (PyKEEN: 0.3, 0.4, 0.5).
+    row_axis: a mesh axis the entity table is row-sharded over (e.g. "fsdp"); triple scoring
+      then looks rows up with `jaxemb.nn.tables.take_rows` (each device serves its own rows, no
+      all-gather of the table). Empty: plain indexing (XLA decides).
     rngs: parameter initialisation stream.
   """
 
   def __init__(self, interaction: str, num_entities: int, num_relations: int, dim: int, *,
                relation_dim: int | None = None, p: int = 1, gamma: float = 0.0,
                dropout: tuple[float, float, float] = (0.3, 0.4, 0.5),
-               param_dtype: Any = jnp.float32, rngs: nnx.Rngs):
+               param_dtype: Any = jnp.float32, row_axis: str = "", rngs: nnx.Rngs):
     if interaction not in INTERACTIONS:
       raise ValueError(f"unknown interaction {interaction!r}; expected one of {INTERACTIONS}")
     for name, value in (("num_entities", num_entities), ("num_relations", num_relations),
@@ -286,6 +291,7 @@ class KGEModel(nnx.Module):
     if any(not 0.0 <= float(x) < 1.0 for x in dropout) or len(dropout) != 3:
       raise ValueError(f"dropout must be three rates in [0, 1), got {dropout}")
     self.interaction, self.p, self.gamma = interaction, int(p), float(gamma)
+    self.row_axis = row_axis or None
     self.num_entities, self.num_relations, self.dim = int(num_entities), int(num_relations), int(dim)
     self.dropout = tuple(float(x) for x in dropout) if interaction == "tucker" else (0.0,) * 3
     ew, rw = table_widths(interaction, dim, relation_dim)
@@ -309,7 +315,10 @@ class KGEModel(nnx.Module):
                 dropout_key: jax.Array | None = None) -> jax.Array:
     """Scores of triples given as integer index arrays of one shape -> float array of it."""
     ent, rel = self.entity[...], self.relation[...]
-    return self._interact(ent[h], rel[r], ent[t], dropout_key)
+    return self._interact(self._rows(ent, h), rel[r], self._rows(ent, t), dropout_key)
+
+  def _rows(self, ent: jax.Array, ids: jax.Array) -> jax.Array:
+    return take_rows(ent, ids, self.row_axis) if self.row_axis else ent[ids]
 
   __call__ = score_hrt
 
@@ -324,6 +333,11 @@ class KGEModel(nnx.Module):
     """(every head, r, t): `[B]` indices -> `[B, num_entities]` scores."""
     ent, rel = self.entity[...], self.relation[...]
     return self._interact(ent[None], rel[r][:, None], ent[t][:, None], dropout_key)
+
+  @property
+  def has_matmul(self) -> bool:
+    """Whether 1-N scores have a matrix-product form (all but TransE L1)."""
+    return not (self.interaction == "transe" and self.p == 1)
 
   def score_t_matmul(self, h: jax.Array, r: jax.Array) -> jax.Array:
     """Like `score_t` (no dropout) through matrix products: for training against all or many
@@ -346,7 +360,7 @@ class KGEModel(nnx.Module):
            ) -> tuple[jax.Array, jax.Array, jax.Array]:
     """The gathered (entity, relation, entity) rows of triples (for regularisers)."""
     ent, rel = self.entity[...], self.relation[...]
-    return ent[h], rel[r], ent[t]
+    return self._rows(ent, h), rel[r], self._rows(ent, t)
 
 
 def constrain(interaction: str, params: dict) -> dict:
@@ -367,12 +381,14 @@ def constrain(interaction: str, params: dict) -> dict:
 
 
 def build(options: dict, num_entities: int, num_relations: int, rngs: nnx.Rngs) -> KGEModel:
-  """A `KGEModel` from a config section {interaction, dim, relation_dim, p, gamma, dropout}."""
-  valid = {"interaction", "dim", "relation_dim", "p", "gamma", "dropout"}
+  """A `KGEModel` from a config section {interaction, dim, relation_dim, p, gamma, dropout,
+  row_axis}."""
+  valid = {"interaction", "dim", "relation_dim", "p", "gamma", "dropout", "row_axis"}
   bad = sorted(set(options) - valid)
   if bad:
     raise ValueError(f"unknown model option(s) {bad}; valid: {sorted(valid)}")
   return KGEModel(options["interaction"], num_entities, num_relations, int(options["dim"]),
                   relation_dim=options.get("relation_dim") or None, p=int(options.get("p", 1)),
                   gamma=float(options.get("gamma", 0.0)),
-                  dropout=tuple(options.get("dropout", (0.3, 0.4, 0.5))), rngs=rngs)
+                  dropout=tuple(options.get("dropout", (0.3, 0.4, 0.5))),
+                  row_axis=options.get("row_axis", ""), rngs=rngs)

@@ -12,13 +12,13 @@ optimiser step. The optimiser is plain Adam at a constant rate (PyKEEN's default
 
 Config sections:
   model:     interaction (transe|distmult|complex|rotate|tucker|nfe), dim, [relation_dim, p,
-             gamma, dropout]
+             gamma, dropout, row_axis ("fsdp": look rows up shard-locally, see KGEModel)]
   data:      graph ("nations", "umls", "kinships" or a directory of train/valid/test.txt),
              [data_dir], triples_per_row (config.batch_size counts rows of this many triples)
   objective: loss, [margin, adversarial_temperature], num_negatives, sampler (basic|bernoulli),
              regularizer_weight (0: none), regularizer_p, regularizer_normalize,
              negative_scoring (auto|gather|matmul, see `use_matmul`)
-Evaluators: `dict(split="validation"|"test", [budget=...])`: filtered both-sides realistic
+Evaluators: `dict(split="validation"|"test", [budget=2**24 floats])`: filtered both-sides realistic
 ranks, logged as `<split>/mrr`, `<split>/mr`, `<split>/hits@{1,3,10}`, `<split>/amri`.
 Entity tables are named ("entity", "embed"): a rule ("entity", "fsdp") shards them by rows.
 """
@@ -40,7 +40,8 @@ from jaxemb.nn import kge as kge_nn
 from jaxemb.objectives import kge as kge_obj
 from jaxemb.recipes.base import Recipe, TrainData, check_keys
 
-MODEL_KEYS = frozenset({"interaction", "dim", "relation_dim", "p", "gamma", "dropout"})
+MODEL_KEYS = frozenset({"interaction", "dim", "relation_dim", "p", "gamma", "dropout",
+                        "row_axis"})
 DATA_KEYS = frozenset({"graph", "data_dir", "triples_per_row"})
 OBJECTIVE_KEYS = frozenset({"loss", "margin", "adversarial_temperature", "num_negatives",
                             "sampler", "regularizer_weight", "regularizer_p",
@@ -197,18 +198,27 @@ class KGERecipe(Recipe):
       del step
       graph, params = functional.split(model)
       if self._eval_fns is None:
-        # Built once, so link_prediction's jit cache is hit at every later evaluation.
+        # Built once, so link_prediction's jit cache is hit at every later evaluation. Matrix
+        # products where the interaction has them: a [Q, E] block then needs no [Q, E, width]
+        # intermediate (the budget is divided by the width where it does).
         holder = {"graph": graph}
-        self._eval_fns = (
-            lambda p, h, r: functional.merge(holder["graph"], p).score_t(h, r),
-            lambda p, r, t: functional.merge(holder["graph"], p).score_h(r, t))
+        if model.has_matmul:
+          self._eval_fns = (
+              lambda p, h, r: functional.merge(holder["graph"], p).score_t_matmul(h, r),
+              lambda p, r, t: functional.merge(holder["graph"], p).score_h_matmul(r, t), 1)
+        else:
+          self._eval_fns = (
+              lambda p, h, r: functional.merge(holder["graph"], p).score_t(h, r),
+              lambda p, r, t: functional.merge(holder["graph"], p).score_h(r, t),
+              model.entity[...].shape[1])
+      score_t, score_h, width = self._eval_fns
       out = {}
       for spec in specs:
         split = spec.get("split", "validation")
         name = "validation" if split in ("valid", "validation") else split
         metrics = link_prediction.evaluate(
-            *self._eval_fns, params, self.graph.split(split), self.known,
-            self.graph.num_entities, budget=int(spec.get("budget", 1 << 22)))
+            score_t, score_h, params, self.graph.split(split), self.known,
+            self.graph.num_entities, budget=max(1, int(spec.get("budget", 1 << 24)) // width))
         out.update({f"{name}/{k}": v for k, v in metrics.items()})
       return out
 
