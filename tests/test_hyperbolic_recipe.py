@@ -65,6 +65,7 @@ def test_runlocal_trains_and_evaluates(reference):
   assert np.linalg.norm(points, axis=-1).max() <= 1 - 1e-5 + 1e-7
 
 
+@pytest.mark.slow
 def test_resume_after_stop_at_step_is_bitwise(reference, tmp_path):
   _, summary = reference
   loop.run(_config(stop_at_step=3), str(tmp_path))
@@ -75,6 +76,7 @@ def test_resume_after_stop_at_step_is_bitwise(reference, tmp_path):
   assert resumed["eval_end"] == summary["eval_end"]
 
 
+@pytest.mark.slow
 def test_one_device_trains_the_same(reference, tmp_path, monkeypatch):
   workdir_ref, summary = reference
   make_mesh = mesh_lib.make_mesh

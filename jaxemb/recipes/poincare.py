@@ -4,7 +4,9 @@ Batches hold "edge" `[rows, edges_per_row, 2]` (child, parent ids): a step train
 `config.batch_size * data.edges_per_row` edges, read as a few rows. For each edge (u, v) the
 loss samples `num_negatives` nodes uniformly from the step key, drops those related to u (u
 itself, its ancestors or descendants in the closure: the reference's "ground-truth
-negatives"), and takes the softmax cross-entropy of -d(u, v) against -d(u, n_k). Riemannian
+negatives"; only for closures up to DENSE_RELATED_MAX nodes, whose [N, N] table fits on
+device: in the noun closure a uniform draw hits one of u's ~9 ancestors with probability
+~1e-4, so none are dropped there), and takes the softmax cross-entropy of -d(u, v) against -d(u, n_k). Riemannian
 SGD (gradient × (1 - c‖x‖²)²/4, retraction, as the reference) or Riemannian Adam; the first
 `burnin_epochs` run at `burnin_factor` × lr; after every update the points are projected into
 the ball with the margin `model.eps`.
