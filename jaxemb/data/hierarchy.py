@@ -9,7 +9,8 @@ facebookresearch/poincare-embeddings' `wordnet/transitive_closure.py`:
     mammals = mammal_closure(edges)           # 6,540 edges over 1,180 nodes
 
 The mammal closure also ships with the package (`load_mammals()`, derived from WordNet 3.0;
-licence and provenance in `jaxemb/data/wordnet_mammal_closure.LICENSE`), so it needs no WordNet install.
+licence and provenance in `jaxemb/data/wordnet_mammal_closure.LICENSE`), so it needs no
+WordNet install.
 """
 
 from __future__ import annotations

@@ -6,10 +6,10 @@ loss samples `num_negatives` nodes uniformly from the step key, drops those rela
 itself, its ancestors or descendants in the closure: the reference's "ground-truth
 negatives"; only for closures up to DENSE_RELATED_MAX nodes, whose [N, N] table fits on
 device: in the noun closure a uniform draw hits one of u's ~9 ancestors with probability
-~1e-4, so none are dropped there), and takes the softmax cross-entropy of -d(u, v) against -d(u, n_k). Riemannian
-SGD (gradient × (1 - c‖x‖²)²/4, retraction, as the reference) or Riemannian Adam; the first
-`burnin_epochs` run at `burnin_factor` × lr; after every update the points are projected into
-the ball with the margin `model.eps`.
+~1e-4, so none are dropped there), and takes the softmax cross-entropy of -d(u, v) against
+-d(u, n_k). Riemannian SGD (gradient × (1 - c‖x‖²)²/4, retraction, as the reference) or
+Riemannian Adam; the first `burnin_epochs` run at `burnin_factor` × lr; after every update
+the points are projected into the ball with the margin `model.eps`.
 
 Config sections:
   model:     dim, [c (curvature, default 1), init_range (1e-3), eps (projection margin 1e-5)]

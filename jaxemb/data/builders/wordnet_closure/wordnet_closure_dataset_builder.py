@@ -36,7 +36,8 @@ _CITATION = """\
 """
 
 _LICENSE = ("WordNet 3.0 licence (Princeton University), see "
-            "jaxemb/data/wordnet_mammal_closure.LICENSE and https://wordnet.princeton.edu/license-and-commercial-use")
+            "jaxemb/data/wordnet_mammal_closure.LICENSE and "
+            "https://wordnet.princeton.edu/license-and-commercial-use")
 
 
 def wordnet_dir() -> str:
