@@ -67,7 +67,7 @@ def encode(model: EmbeddingModel, texts: Sequence[str], *, prompt: str | None = 
     ranges / calibration_embeddings: int8/uint8 calibration, as `quantize_embeddings`; both
       are in the (truncated) float space of the output.
     normalize: L2-normalise the embeddings.
-    **kwargs: passed to `jaxemb.encoding.encode` (batch_size, show_progress).
+    **kwargs: passed to `jaxemb.encoding.encode` (batch_size, show_progress, mesh, layer).
 
   Returns:
     [N, truncate_dim or D] in the dtype of `precision` (packed bits for binary precisions).
@@ -82,12 +82,8 @@ def encode(model: EmbeddingModel, texts: Sequence[str], *, prompt: str | None = 
   texts = encoding._check_texts(texts)
   if text:
     texts = [text + t for t in texts]
-  emb = encoding.encode(model, texts, normalize=normalize, **kwargs)
-  if truncate_dim is not None and truncate_dim < emb.shape[1]:
-    emb = emb[:, :truncate_dim]
-    if normalize:
-      norms = np.linalg.norm(emb, axis=1, keepdims=True)
-      emb = np.divide(emb, norms, out=np.zeros_like(emb), where=norms > 0)
+  # encoding.encode truncates the pooled vector before normalising (Matryoshka-style).
+  emb = encoding.encode(model, texts, normalize=normalize, truncate_dim=truncate_dim, **kwargs)
   if precision == "float32":
     return emb
   return quantize_embeddings(emb, precision, ranges=ranges,
