@@ -77,6 +77,8 @@ class KGERecipe(Recipe):
   """sLCWA training of a `jaxemb.nn.kge.KGEModel` on one graph."""
 
   config_keys = frozenset({"model", "data", "objective"})
+  # The metrics a final before/after table should show (for `jaxemb train`'s summary).
+  table_metrics = ("mrr", "hits@1", "hits@3", "hits@10", "mr", "amri")
 
   def __init__(self, config: ml_collections.ConfigDict):
     super().__init__(config)
