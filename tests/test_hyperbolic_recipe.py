@@ -143,3 +143,20 @@ def test_burnin_schedule_and_bad_config():
   bad.objective.typo = 1
   with pytest.raises(ValueError, match="objective.typo"):
     PoincareRecipe(bad)
+
+
+def test_closure_file_and_large_closure_path(tmp_path, monkeypatch):
+  from jaxemb.data import hierarchy
+  from jaxemb.recipes import poincare as recipe_mod
+  path = str(tmp_path / "tiny.tsv")
+  hierarchy.write_closure({("b", "a"), ("c", "a"), ("d", "b"), ("d", "a")}, path)
+  config = _config()
+  config.data.closure = path
+  # Above DENSE_RELATED_MAX nodes negatives are not filtered (no [N, N] table).
+  monkeypatch.setattr(recipe_mod, "DENSE_RELATED_MAX", 2)
+  recipe = PoincareRecipe(config)
+  assert recipe.graph.num_nodes == 4 and recipe.related is None
+  model = recipe.model(nnx.Rngs(0))
+  loss, _ = recipe.loss(model, {}, {"edge": jnp.asarray(recipe.graph.edges[None])},
+                        jax.random.key(0))
+  assert np.isfinite(float(loss)) and float(loss) > 0
