@@ -43,6 +43,9 @@ def _config(table: str, budget: float, args, **model):
   c.seed = args.seed
   if args.data_dir:
     c.data.data_dir = args.data_dir
+  for item in filter(None, args.model.split(",")):
+    key, _, value = item.partition("=")
+    c.model[key] = type(c.model[key])(value)
   for k, v in model.items():
     c.model[k] = v
   return c
@@ -50,13 +53,16 @@ def _config(table: str, budget: float, args, **model):
 
 def _run(name: str, config, args, done: dict) -> dict:
   from jaxemb.train import loop
+  if args.tag:
+    name = f"{name}_{args.tag}"
   if args.seed:
     name = f"{name}_seed{args.seed}"
   if name in done:
     return done[name]
   start = time.perf_counter()
   summary = loop.run(config, os.path.join(args.workdir, name))
-  row = {"name": name, "table": config.model.table, "budget": config.model.budget,
+  table = config.model.table + (f" ({args.tag})" if args.tag else "")
+  row = {"name": name, "table": table, "budget": config.model.budget,
          "seed": config.seed,
          **summary["eval_end"], "seconds": time.perf_counter() - start}
   with open(args.out, "a") as f:
@@ -117,7 +123,8 @@ def table_markdown(rows: list[dict]) -> str:
   head = ("| table | " + " | ".join(f"{b:g}x: AUC / log-loss / params" for b in BUDGETS)
           + " |")
   lines = [head, "|---" * (len(BUDGETS) + 1) + "|"]
-  for table in (*TABLES, "optembed"):
+  for table in sorted({r["table"] for r in rows}, key=lambda t: (
+      [*TABLES, "optembed"].index(t.split(" ")[0]), t)):
     cells = []
     for b in BUDGETS:
       r = by.get((table, b))
@@ -203,6 +210,8 @@ def main(argv=None) -> None:
   e.add_argument("--workdir", default="runs/tables")
   e.add_argument("--data_dir", default="")
   e.add_argument("--seed", type=int, default=0)
+  e.add_argument("--model", default="", help="config.model overrides, e.g. probes=1")
+  e.add_argument("--tag", default="", help="suffix of run and table names for --model variants")
   e.add_argument("--tables", default="full,hashed,qr,unified,optembed")
   t = sub.add_parser("throughput")
   t.add_argument("--devices", type=int, default=1)
