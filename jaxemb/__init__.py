@@ -20,11 +20,17 @@ from typing import TYPE_CHECKING
 # Public name -> the module that defines it. A new public name is one line here.
 _LAZY = {
     "EmbeddingModel": "jaxemb.model",
+    "Index": "jaxemb.search",
     "apply": "jaxemb.functional",
-    "encode": "jaxemb.encoding",
+    "encode": "jaxemb.inference",
+    "encode_document": "jaxemb.inference",
+    "encode_query": "jaxemb.inference",
     "load_pretrained": "jaxemb.pretrained.sentence_transformers",
     "merge": "jaxemb.functional",
+    "quantize_embeddings": "jaxemb.quantization",
     "save_pretrained": "jaxemb.pretrained.sentence_transformers",
+    "semantic_search": "jaxemb.search",
+    "similarity": "jaxemb.quantization",
     "split": "jaxemb.functional",
 }
 
@@ -32,8 +38,10 @@ __all__ = sorted(_LAZY)
 __version__ = "0.1.0"
 
 if TYPE_CHECKING:  # for type checkers and IDEs; never executed
-  from jaxemb.encoding import encode
   from jaxemb.functional import apply, merge, split
+  from jaxemb.inference import encode, encode_document, encode_query
+  from jaxemb.quantization import quantize_embeddings, similarity
+  from jaxemb.search import Index, semantic_search
   from jaxemb.model import EmbeddingModel
   from jaxemb.pretrained.sentence_transformers import load_pretrained, save_pretrained
 

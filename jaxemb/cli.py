@@ -51,7 +51,9 @@ def _encode(args) -> None:
   lines = read_lines(args.input)
   model = jaxemb.load_pretrained(args.model)
   emb = jaxemb.encode(model, lines, batch_size=args.batch_size, normalize=not args.no_normalize,
-                      show_progress=None if not args.quiet else False)
+                      show_progress=None if not args.quiet else False, prompt=args.prompt,
+                      prompt_name=args.prompt_name, precision=args.precision,
+                      truncate_dim=args.truncate_dim, layer=args.layer)
   np.save(args.output, emb)
   print(f"wrote {emb.shape[0]} embeddings of dimension {emb.shape[1]} to {args.output}")
 
@@ -177,6 +179,13 @@ def build_parser() -> argparse.ArgumentParser:
   enc.add_argument("--output", required=True, help="where to write the float32 [N, D] .npy")
   enc.add_argument("--batch-size", type=int, default=64)
   enc.add_argument("--no-normalize", action="store_true", help="skip L2 normalisation")
+  enc.add_argument("--prompt", help="text prepended to every input")
+  enc.add_argument("--prompt-name", help="a prompt stored with the model (query, document, ...)")
+  enc.add_argument("--precision", default="float32",
+                   choices=["float32", "int8", "uint8", "binary", "ubinary"],
+                   help="quantise the embeddings as sentence-transformers' quantize_embeddings")
+  enc.add_argument("--truncate-dim", type=int, help="keep the first D dimensions, then normalise")
+  enc.add_argument("--layer", type=int, help="pool this layer's hidden states (1-based)")
   enc.add_argument("--quiet", action="store_true", help="no progress bar")
   enc.set_defaults(func=_encode)
 
@@ -195,7 +204,8 @@ def build_parser() -> argparse.ArgumentParser:
   # Sub-commands that live with the code they drive (one table, filled here).
   for module, add_parser in (("jaxemb.mining", "add_mine_parser"),
                              ("jaxemb.adapt.merge", "add_merge_parser"),
-                             ("jaxemb.adapt.transfer", "add_transfer_parser")):
+                             ("jaxemb.adapt.transfer", "add_transfer_parser"),
+                             ("jaxemb.static_export", "add_distill_parser")):
     getattr(importlib.import_module(module), add_parser)(sub)
 
   train = sub.add_parser("train", help="train per a config file; extra --config.key=value "

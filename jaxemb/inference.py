@@ -72,12 +72,7 @@ def encode(model: EmbeddingModel, texts: Sequence[str], *, prompt: str | None = 
   Returns:
     [N, truncate_dim or D] in the dtype of `precision` (packed bits for binary precisions).
   """
-  check_precision(precision)
-  if truncate_dim is not None and (
-      isinstance(truncate_dim, bool) or not isinstance(truncate_dim, (int, np.integer))
-      or not 1 <= truncate_dim <= model.dim):
-    raise ValueError(f"truncate_dim={truncate_dim!r}; expected an int in [1, {model.dim}] "
-                     "(the model dimension)")
+  check_precision(precision)  # truncate_dim and layer are checked by encoding.encode
   text = resolve_prompt(model, prompt, prompt_name)
   texts = encoding._check_texts(texts)
   if text:

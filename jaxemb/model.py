@@ -21,6 +21,9 @@ class EmbeddingModel:
       `max_seq_length`.
     name: where the model came from (a name or a directory).
     encoder_config: the encoder's config in Hugging Face `config.json` form, for export.
+    prompts: named prompts prepended to texts (sentence-transformers'
+      `config_sentence_transformers.json`), e.g. {"query": "query: "}.
+    default_prompt_name: the prompt used when `encode` is given none.
   """
 
   module: SentenceEmbedder
@@ -28,6 +31,8 @@ class EmbeddingModel:
   max_seq_length: int
   name: str = ""
   encoder_config: dict = dataclasses.field(default_factory=dict)
+  prompts: dict[str, str] = dataclasses.field(default_factory=dict)
+  default_prompt_name: str | None = None
 
   @property
   def dim(self) -> int:

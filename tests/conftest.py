@@ -27,3 +27,24 @@ def _keep_jax_cache_config():
     for name, value in zip(names, old):
       jax.config.update(name, value)
     compilation_cache.reset_cache()
+
+
+def _reference_python() -> str | None:
+  """The reference environment (`make reference`: torch, sentence-transformers, mteb, ...)."""
+  import pathlib
+  for path in (os.environ.get("JAXEMB_REFERENCE_PYTHON"),
+               str(pathlib.Path(__file__).resolve().parents[1] / ".venv-ref/bin/python")):
+    if path and os.path.exists(path):
+      return path
+  return None
+
+
+REFERENCE_PYTHON = _reference_python()
+
+
+@pytest.fixture
+def reference_python() -> str:
+  """Interpreter of the reference environment; `make test` builds it, so CI runs these tests."""
+  if REFERENCE_PYTHON is None:
+    pytest.skip("needs the reference environment (make reference)")
+  return REFERENCE_PYTHON

@@ -20,7 +20,7 @@ import numpy as np
 import pytest
 
 import jaxemb
-from jaxemb import cli
+from jaxemb import cli, tasks
 from jaxemb.data import code_search as cs
 from jaxemb.data import registry as data_registry
 from jaxemb.data.builders import stdlib_code_search as scs
@@ -128,9 +128,9 @@ def test_tokenized_pairs_match_the_tokenizer(minilm):
 
 def test_train_dataset_validates_its_options(minilm):
   with pytest.raises(ValueError, match="needs a tokenizer"):
-    cs._train_dataset({}, None)
+    cs.train_dataset({}, None)
   with pytest.raises(ValueError, match=r"unknown stdlib_code_search option.*'splt'"):
-    cs._train_dataset({"splt": "train"}, minilm)
+    cs.train_dataset({"splt": "train"}, minilm)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -138,12 +138,11 @@ def test_train_dataset_validates_its_options(minilm):
 # ---------------------------------------------------------------------------------------------
 
 def test_parse_task():
-  assert cs.parse_task("stdlib_code_search") == ("stdlib_code_search", "test")
-  assert cs.parse_task("stdlib_code_search:") == ("stdlib_code_search", "test")
-  assert cs.parse_task("stdlib_code_search:validation[:64]") == (
-      "stdlib_code_search", "validation[:64]")
+  assert tasks.parse("stdlib_code_search") == (cs.TASK, "test")
+  assert tasks.parse("stdlib_code_search:") == (cs.TASK, "test")
+  assert tasks.parse("stdlib_code_search:validation[:64]") == (cs.TASK, "validation[:64]")
   with pytest.raises(ValueError, match=r"'nope'.*stdlib_code_search"):
-    cs.parse_task("nope:test")
+    tasks.parse("nope:test")
 
 
 def test_retrieval_data_pairs_query_i_with_code_i():
@@ -400,7 +399,8 @@ def test_pipeline_is_deterministic_and_resumes_exactly(minilm):
 # Training eval hooks.
 # ---------------------------------------------------------------------------------------------
 
-METRICS = {"mrr@10", "ndcg@10", "recall@1", "recall@10", "recall@100", "map@100", "rankme"}
+METRICS = {"mrr@10", "ndcg@10", "recall@1", "recall@10", "recall@100", "map@100", "rankme",
+           "alpha_req", "isoscore", "uniformity", "mean_cosine", "tte_depth", "alignment"}
 
 
 def test_code_search_evaluator_names_metrics_by_split(minilm):
@@ -408,8 +408,13 @@ def test_code_search_evaluator_names_metrics_by_split(minilm):
                             minilm)
   metrics = evaluate(minilm.module, 0)
   assert set(metrics) == {f"validation[:32]/{m}" for m in METRICS}
-  for name, value in metrics.items():
-    assert 0.0 <= value <= (32.0 if name.endswith("rankme") else 1.0), name
+  for name in ("mrr@10", "ndcg@10", "recall@1", "recall@10", "recall@100", "map@100"):
+    assert 0.0 <= metrics[f"validation[:32]/{name}"] <= 1.0, name
+  assert 1.0 < metrics["validation[:32]/rankme"] <= 32.0
+  # Unit vectors: alignment (squared distance of positives) in [0, 4], uniformity <= 0.
+  assert 0.0 <= metrics["validation[:32]/alignment"] <= 4.0
+  assert metrics["validation[:32]/uniformity"] <= 0.0
+  assert all(np.isfinite(v) for v in metrics.values())
   # The pretrained model is far above chance (~0.09) on its own task.
   assert metrics["validation[:32]/mrr@10"] > 0.5
 

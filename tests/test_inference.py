@@ -2,7 +2,6 @@
 prompt round trip through save_pretrained / load_pretrained (and sentence-transformers)."""
 
 import json
-import os
 import subprocess
 
 import numpy as np
@@ -18,7 +17,6 @@ from jaxemb.nn.transformer import TransformerConfig, TransformerEncoder
 from jaxemb.quantization import quantize_embeddings
 from tiny_tokenizer import tiny_tokenizer
 
-REF_PYTHON = "/root/refenv/bin/python"
 TEXTS = ["hello world", "a b c", "", "tiny texts"]
 
 
@@ -105,13 +103,12 @@ def test_prompts_round_trip(model, tmp_path):
 
 
 @pytest.mark.slow  # imports torch in a subprocess: ~15-40 s
-@pytest.mark.skipif(not os.path.exists(REF_PYTHON), reason="needs the reference environment")
-def test_sentence_transformers_reads_the_prompts(model, tmp_path):
+def test_sentence_transformers_reads_the_prompts(model, tmp_path, reference_python):
   jaxemb.save_pretrained(model, tmp_path / "m")
   code = ("import json, sys; from sentence_transformers import SentenceTransformer; "
           "m = SentenceTransformer(sys.argv[1], device='cpu'); "
           "print(json.dumps([m.prompts, m.default_prompt_name]))")
-  out = subprocess.run([REF_PYTHON, "-c", code, str(tmp_path / "m")], capture_output=True,
+  out = subprocess.run([reference_python, "-c", code, str(tmp_path / "m")], capture_output=True,
                        text=True, timeout=240)
   assert out.returncode == 0, out.stderr[-2000:]
   prompts, default = json.loads(out.stdout.strip().splitlines()[-1])

@@ -1,7 +1,6 @@
 """Static (model2vec-style) distillation: token vectors vs jaxemb.encode of one-token texts, PCA
 vs scikit-learn, SIF weights vs their formula, export loaded by sentence-transformers."""
 
-import os
 import subprocess
 import string
 
@@ -18,7 +17,6 @@ from jaxemb.nn.pooling import Pooler
 from jaxemb.nn.transformer import TransformerConfig, TransformerEncoder
 from tiny_tokenizer import tiny_tokenizer
 
-REF_PYTHON = "/root/refenv/bin/python"
 
 
 @pytest.fixture(scope="module")
@@ -71,8 +69,7 @@ def test_distill_encode_and_round_trip(model, tmp_path):
 
 
 @pytest.mark.slow  # imports torch in a subprocess: ~15-40 s
-@pytest.mark.skipif(not os.path.exists(REF_PYTHON), reason="needs the reference environment")
-def test_sentence_transformers_loads_the_export(model, tmp_path):
+def test_sentence_transformers_loads_the_export(model, tmp_path, reference_python):
   weights, tok = se.distill_static(model, dims=8, batch_size=16)
   out = se.save_static(weights, tok, tmp_path / "static")
   texts = ["hello world", "abc def ghi", "zz top"]
@@ -80,7 +77,7 @@ def test_sentence_transformers_loads_the_export(model, tmp_path):
   code = ("import sys, numpy as np; from sentence_transformers import SentenceTransformer; "
           "m = SentenceTransformer(sys.argv[1], device='cpu'); "
           "np.save(sys.argv[3], m.encode(list(np.load(sys.argv[2]))))")
-  run = subprocess.run([REF_PYTHON, "-c", code, str(out), str(tmp_path / "texts.npy"),
+  run = subprocess.run([reference_python, "-c", code, str(out), str(tmp_path / "texts.npy"),
                         str(tmp_path / "st.npy")], capture_output=True, text=True, timeout=240)
   assert run.returncode == 0, run.stderr[-2000:]
   np.testing.assert_allclose(np.load(tmp_path / "st.npy"), se.encode_static(weights, tok, texts),

@@ -214,3 +214,32 @@ def test_experiment_configs_state_only_what_differs_from_the_base():
     assert config.recipe == "text_pairs"
     assert set(base.keys()) <= set(config.keys())
     loop.make_recipe(config)
+
+
+# ---------------------------------------------------------------------------------------------
+# Objectives of the text_pairs recipe: one table.
+# ---------------------------------------------------------------------------------------------
+
+def test_every_library_loss_is_a_text_pairs_objective():
+  from jaxemb import objectives
+  from jaxemb.recipes import text_pairs
+  assert set(objectives.LOSSES) <= set(text_pairs.PAIR_LOSSES)
+
+
+def test_unknown_objective_lists_the_valid_ones(config, tmp_path):
+  config.objective.name = "triplet"
+  with pytest.raises(ValueError, match=r"unknown objective 'triplet'.*info_nce.*matryoshka"):
+    loop.run(config, str(tmp_path))
+  config.objective.name = "matryoshka"
+  with pytest.raises(ValueError, match=r"needs objective.dims"):
+    loop.run(config, str(tmp_path))
+
+
+def test_matryoshka_objective_trains(config, tmp_path):
+  config.objective.update(name="matryoshka", dims=(32, 16, 8), weights=(1.0, 1.0, 0.5))
+  config.total_steps, config.optim.warmup_steps = 3, 1
+  summary = loop.run(config, str(tmp_path))
+  metrics = summary["metrics"]
+  assert {"loss@d32", "loss@d16", "loss@d8"} <= set(metrics)
+  want = metrics["loss@d32"] + metrics["loss@d16"] + 0.5 * metrics["loss@d8"]
+  assert metrics["loss"] == pytest.approx(want, rel=1e-5)

@@ -20,7 +20,7 @@ from jaxemb.data.builders import stdlib_code_search as corpus_builder
 from jaxemb.encoding import pad_to_bucket
 from jaxemb.evaluate.registry import Task
 from jaxemb.evaluate.retrieval import evaluate_retrieval, retrieval_metrics
-from jaxemb.evaluate.rank import rankme
+from jaxemb.evaluate.quality import quality_metrics
 
 NAME = "stdlib_code_search"
 
@@ -109,16 +109,21 @@ def evaluate_model(embed_fn: Callable[[list[str]], np.ndarray], split: str,
 
 
 def evaluate_data(embed_fn: Callable[[list[str]], np.ndarray], data: dict) -> dict[str, float]:
-  """Retrieval metrics of `embed_fn` on `retrieval_data`, plus RankMe of the corpus."""
-  corpus_emb = {}
+  """Retrieval metrics of `embed_fn` on `retrieval_data`, plus the representation quality of
+  the corpus embeddings (`jaxemb.evaluate.quality.quality_metrics`: rankme, alpha_req,
+  isoscore, uniformity, mean_cosine, tte_depth, and alignment of each query with its code)."""
+  emb = {}
 
-  def embed_corpus(texts):
-    corpus_emb["emb"] = embed_fn(texts)
-    return corpus_emb["emb"]
+  def embed_as(name):
+    def embed(texts):
+      emb[name] = embed_fn(texts)
+      return emb[name]
+    return embed
 
-  metrics = evaluate_retrieval(embed_fn, embed_corpus, data["queries"], data["corpus"],
-                               data["relevant"])
-  metrics["rankme"] = rankme(corpus_emb["emb"])
+  metrics = evaluate_retrieval(embed_as("queries"), embed_as("corpus"), data["queries"],
+                               data["corpus"], data["relevant"])
+  # Query i's one relevant document is code i: those rows are the positive pairs.
+  metrics.update(quality_metrics(emb["corpus"], positives=(emb["queries"], emb["corpus"])))
   return metrics
 
 

@@ -15,6 +15,8 @@ from typing import Any, Callable
 DATASETS: dict[str, str | Callable[..., tuple[Any, Callable | None]]] = {
     "synthetic_pairs": "jaxemb.data.synthetic:train_dataset",
     "stdlib_code_search": "jaxemb.data.code_search:train_dataset",
+    # (query, positive, mined negatives) rows written by `jaxemb mine`.
+    "mined_negatives": "jaxemb.mining:train_dataset",
 }
 
 

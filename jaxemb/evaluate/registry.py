@@ -26,6 +26,10 @@ EVALUATORS: dict[str, str | Evaluator] = {
     "retrieval": "jaxemb.evaluate.retrieval:retrieval_evaluator",
     "sts": "jaxemb.evaluate.sts:sts_evaluator",
     "rankme": "jaxemb.evaluate.rank:rankme_evaluator",
+    "pair_classification": "jaxemb.evaluate.classification:pair_classification_evaluator",
+    "classification": "jaxemb.evaluate.classification:classification_evaluator",
+    "clustering": "jaxemb.evaluate.clustering:clustering_evaluator",
+    "quality": "jaxemb.evaluate.quality:quality_evaluator",
 }
 
 

@@ -13,6 +13,7 @@ for a task of `jaxemb.tasks`. Export: a sentence-transformers directory.
 
 from __future__ import annotations
 
+import functools
 from typing import Any, Callable, Mapping
 
 import jax
@@ -21,6 +22,7 @@ import ml_collections
 from flax import nnx
 
 from jaxemb import objectives, tasks
+from jaxemb.objectives import elastic
 from jaxemb.data import registry as data_registry
 from jaxemb.evaluate.registry import prefix_metrics
 from jaxemb.recipes.base import Recipe, TrainData, check_keys
@@ -28,7 +30,7 @@ from jaxemb.recipes.base import Recipe, TrainData, check_keys
 MODEL_KEYS = frozenset({"encoder", "encoder_options", "pooling", "pooling_options", "normalize",
                         "pretrained", "tokenizer", "dtype", "max_seq_length"})
 OBJECTIVE_KEYS = frozenset({"name", "scale", "learnable_scale", "max_scale", "bias",
-                            "symmetric", "label_smoothing"})
+                            "symmetric", "label_smoothing", "dims", "weights"})
 EVALUATOR_KEYS = frozenset({"task", "split", "baseline", "data_dir", "batch_size"})
 
 
@@ -52,9 +54,17 @@ PAIR_LOSSES: dict[str, Callable] = {
         q, d, batch["score"], scale=c.get("scale", 20.0)),
     "mse_distillation": lambda c, q, d, batch, extra, negatives: objectives.mse_distillation(
         q, batch["teacher"]),
+    # InfoNCE on every nested prefix `objective.dims` of the embedding (each re-normalised),
+    # weighted by `objective.weights`; works on GradCache's cached embeddings too.
+    "matryoshka": lambda c, q, d, batch, extra, negatives: elastic.matryoshka(
+        functools.partial(objectives.info_nce, scale=_scale(c, extra),
+                          symmetric=c.get("symmetric", True),
+                          label_smoothing=c.get("label_smoothing", 0.0)),
+        q, d, tuple(c["dims"]), tuple(c.get("weights") or ()) or None,
+        hard_negatives=negatives),
 }
 # Losses that use hard negatives; the others would silently ignore "neg_ids".
-TAKES_NEGATIVES = frozenset({"info_nce"})
+TAKES_NEGATIVES = frozenset({"info_nce", "matryoshka"})
 
 
 def pair_loss(config: Mapping[str, Any]) -> Callable:
@@ -63,6 +73,9 @@ def pair_loss(config: Mapping[str, Any]) -> Callable:
   if name not in PAIR_LOSSES:
     raise ValueError(f"unknown objective {name!r} for recipe text_pairs; valid: "
                      f"{sorted(PAIR_LOSSES)}")
+  if name == "matryoshka" and not config.get("dims"):
+    raise ValueError("objective 'matryoshka' needs objective.dims (nested prefix sizes, e.g. "
+                     "(384, 256, 128, 64, 32))")
   fn = PAIR_LOSSES[name]
   return lambda q, d, batch, extra, negatives=None: fn(config, q, d, batch, extra, negatives)
 
