@@ -7,7 +7,8 @@
 from __future__ import annotations
 
 import numpy as np
-from scipy import stats
+
+from jaxemb.evaluate.sts import average_ranks
 
 
 def _check(labels, scores, name: str) -> tuple[np.ndarray, np.ndarray]:
@@ -31,7 +32,7 @@ def auc(labels, scores) -> float:
   neg = y.size - pos
   if pos == 0 or neg == 0:
     raise ValueError(f"AUC needs both classes, got {pos} positives and {neg} negatives")
-  ranks = stats.rankdata(s)  # average ranks for ties
+  ranks = average_ranks(s)  # tied scores share the mean of their ranks
   return float((ranks[y == 1].sum() - pos * (pos + 1) / 2.0) / (pos * neg))
 
 
