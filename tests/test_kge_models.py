@@ -81,7 +81,7 @@ def test_scores_match_slow_formula(name, kwargs):
 
 
 def test_initialisation_follows_pykeen_defaults():
-  n, d = 4000, 32
+  n, d = 2000, 32
   rngs = nnx.Rngs(0)
   transe = kge.KGEModel("transe", n, 50, d, rngs=rngs)
   np.testing.assert_allclose(np.linalg.norm(transe.entity[...], axis=1), 1.0, rtol=1e-5)
