@@ -3,10 +3,10 @@
 Speed on CPU is mostly about padding waste, compiles and cache misses. Texts are sorted by token
 length so each batch holds similar lengths, and each batch is padded to a *bucket* length, so
 jit compiles a bounded number of shapes; batches of long texts hold fewer rows so their
-attention scores stay in cache. Cold (first-call) time is mostly compiles, so:
+attention scores stay in cache. Cold (first-call) time is mostly compiles (~1 CPU second per
+shape for all-MiniLM-L6-v2, nearly all of it fixed per program: running the layers under a scan
+does not make it cheaper on CPU, see `jaxemb.nn.layers.run_layers`), so:
 
-- the encoder runs its layers under `jax.lax.scan` at inference, so each shape compiles one
-  layer body rather than the whole stack (`jaxemb.nn.layers.run_layers`);
 - the buckets are chosen per call from a fixed ladder (`choose_buckets`): a new bucket is used
   only when the padding it saves outweighs the cost of compiling one more shape, so a few texts
   get a coarse ladder and many texts the fine one;
@@ -38,9 +38,12 @@ _LADDER = (8, 12, 16, 20, 24, 28, 32, 36, 40, 44, 48, 56, 64, 72, 80, 96, 112, 1
            192, 224, 256, 320, 384, 448, 512)
 
 # The cost of compiling one more shape, in padded tokens of forward work. Measured on
-# all-MiniLM-L6-v2 with scanned layers on a 2-core CPU: ~0.35 s per shape compile, ~9,000
-# tokens/s warm, i.e. ~3,000 tokens; both scale with the CPU, so the ratio travels reasonably.
-COMPILE_COST_TOKENS = 3000.0
+# all-MiniLM-L6-v2 on a 2-core CPU (1,000 docstrings, CPU seconds): ~1 s per shape (trace, lower,
+# XLA compile) and ~0.18 ms per padded token, i.e. a compile is worth ~5,500 tokens. But a
+# compile is paid once per process and padding on every call: at 3,000 a cold call took 14.5 s
+# instead of 31.2 s while warm calls took 8.6 s instead of 6.8 s, so the default leans towards
+# warm speed. Both costs scale with the CPU, so the ratio travels reasonably.
+COMPILE_COST_TOKENS = 1000.0
 
 
 def bucket_lengths(max_seq_length: int) -> tuple[int, ...]:

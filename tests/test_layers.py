@@ -72,14 +72,14 @@ def _numpy_loop(stack, x):
   return states
 
 
-@pytest.mark.parametrize("scan", [None, True, False])
+@pytest.mark.parametrize("scan", [True, False])
 def test_run_layers_matches_a_plain_loop(scan):
   stack = _stack(3)
   x = np.random.default_rng(1).standard_normal((2, 4))
   call = lambda layer, h: jnp.tanh(layer(h))
   last, states = jax.jit(lambda x: layers.run_layers(
-      stack, x, call, deterministic=True, want_states=True, scan=scan))(jnp.asarray(x,
-                                                                               jnp.float32))
+      stack, x, call, deterministic=True, want_states=True, scan=scan))(
+          jnp.asarray(x, jnp.float32))
   want = _numpy_loop(stack, x)
   assert len(states) == 3
   for got, ref in zip(states, want):
@@ -87,21 +87,22 @@ def test_run_layers_matches_a_plain_loop(scan):
   np.testing.assert_array_equal(last, states[-1])
 
 
-def test_run_layers_scans_when_layers_match_and_loops_otherwise():
+def test_run_layers_scans_only_when_asked():
   call = lambda layer, h: jnp.tanh(layer(h))
   x = jnp.ones((2, 4))
-  scanned = jax.make_jaxpr(lambda x: layers.run_layers(
-      _stack(3), x, call, deterministic=True, want_states=False)[0])(x)
-  assert "scan" in str(scanned)
+  jaxpr = lambda **kw: str(jax.make_jaxpr(lambda x: layers.run_layers(
+      _stack(3), x, call, deterministic=True, want_states=False, **kw)[0])(x))
+  assert "scan" in jaxpr(scan=True)
+  assert "scan" not in jaxpr()  # the default: a plain loop (see run_layers for why)
+
+
+def test_scan_needs_layers_of_one_structure():
   rngs = nnx.Rngs(0)
   mixed = [layers.dense(4, 4, ("embed", "mlp"), rngs=rngs),
            layers.dense(4, 4, ("embed", "mlp"), rngs=rngs, dtype=jnp.bfloat16)]
-  looped = jax.make_jaxpr(lambda x: layers.run_layers(
-      mixed, x, call, deterministic=True, want_states=False)[0])(x)
-  assert "scan" not in str(looped)
-  training = jax.make_jaxpr(lambda x: layers.run_layers(
-      _stack(3), x, call, deterministic=False, want_states=False)[0])(x)
-  assert "scan" not in str(training)  # dropout needs a key per layer: plain loop
+  with pytest.raises(ValueError, match="layers of one structure"):
+    layers.run_layers(mixed, jnp.ones((1, 4)), lambda l, h: l(h), deterministic=True,
+                      want_states=False, scan=True)
 
 
 def test_scan_refuses_dropout():

@@ -426,7 +426,8 @@ def test_scanned_layers_equal_the_unrolled_loop(overrides):
   run = jax.jit(lambda scan: enc(jnp.asarray(ids), jnp.asarray(mask), jnp.asarray(types),
                                  output_hidden_states=True, scan=scan), static_argnums=0)
   scanned, looped = run(True), run(False)
-  assert "scan" in str(jax.make_jaxpr(lambda: enc(jnp.asarray(ids), jnp.asarray(mask)))())
+  assert "scan" in str(jax.make_jaxpr(lambda: enc(jnp.asarray(ids), jnp.asarray(mask),
+                                                  scan=True))())
   for got, want in zip(scanned.hidden_states, looped.hidden_states):
     np.testing.assert_allclose(got, want, atol=1e-5, rtol=1e-6)
   np.testing.assert_allclose(scanned.last_hidden_state, looped.last_hidden_state, atol=1e-5,

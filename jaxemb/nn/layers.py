@@ -98,29 +98,31 @@ def check_num_layers(num_layers: int | None, total: int) -> int:
 
 
 def run_layers(layer_list: Sequence[nnx.Module], x: Array,
-               call: Callable[[nnx.Module, Array], Array], *, deterministic: bool, want_states: bool,
-               scan: bool | None = None) -> tuple[Array, list[Array]]:
+               call: Callable[[nnx.Module, Array], Array], *, deterministic: bool,
+               want_states: bool, scan: bool = False) -> tuple[Array, list[Array]]:
   """Applies `call(layer, x)` for each layer in turn: (last output, [output of each layer]).
 
-  At inference (`deterministic`, no dropout randomness) the layers run under `jax.lax.scan`
-  over their parameters stacked here, at call time: XLA then compiles one layer body per input
-  shape instead of the whole unrolled stack (about `len(layer_list)` times less compile time),
-  while the module keeps one parameter tree per layer (checkpoints and imports are unchanged).
-  Dropout needs a fresh key per layer, so training keeps the plain loop. `scan=False` forces
-  the loop (a reference for tests); the result is the same computation either way.
+  `scan=True` (inference only) runs the layers under `jax.lax.scan` over their parameters,
+  stacked here at call time, so the module keeps one parameter tree per layer (checkpoints and
+  imports are unchanged) while XLA sees one layer body. It is off by default because on XLA:CPU
+  it does not pay: compile time per program is mostly fixed, not per layer (all-MiniLM-L6-v2,
+  64 x 32 tokens, CPU seconds: 1 layer 0.61, 6 unrolled layers 0.73, 6 scanned layers 1.26;
+  a cold `encode` of 1,000 texts took ~40% more CPU with scan), and the run time is the same.
+  Where compile time grows with program size (large models on accelerators) it is worth trying.
+  Dropout needs a fresh key per layer, so scanning requires `deterministic=True`; all layers
+  must have the same structure.
   """
   layer_list = list(layer_list)
   if scan and not deterministic:
     raise ValueError("scan=True needs deterministic=True (dropout draws a key per layer)")
-  if scan is None:
-    graphdef = nnx.graphdef(layer_list[0]) if layer_list else None
-    scan = deterministic and all(nnx.graphdef(layer) == graphdef for layer in layer_list[1:])
   if not scan or len(layer_list) < 2:
     states = []
     for layer in layer_list:
       x = call(layer, x)
       states.append(x)
     return x, states
+  if any(nnx.graphdef(layer) != nnx.graphdef(layer_list[0]) for layer in layer_list[1:]):
+    raise ValueError("scan=True needs layers of one structure (the same graphdef)")
   graphdef, first, rest = nnx.split(layer_list[0], nnx.Param, ...)
   params = [first] + [nnx.state(layer, nnx.Param) for layer in layer_list[1:]]
   stacked = jax.tree.map(lambda *xs: jnp.stack(xs), *params)

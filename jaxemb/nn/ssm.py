@@ -480,7 +480,7 @@ class SSMEncoder(nnx.Module):
 
   def __call__(self, input_ids: Array, attention_mask: Array, token_type_ids: Array | None = None,
                *, deterministic: bool = True, output_hidden_states: bool = False,
-               num_layers: int | None = None, scan: bool | None = None) -> EncoderOutput:
+               num_layers: int | None = None, scan: bool = False) -> EncoderOutput:
     """Encodes a padded batch.
 
     Args:
@@ -491,8 +491,8 @@ class SSMEncoder(nnx.Module):
       output_hidden_states: also return the embedding output and every layer's output.
       num_layers: run only the first `num_layers` blocks (1 .. cfg.num_layers; all by default);
         the output is then `hidden_states[num_layers]` of a full run (no final norm).
-      scan: run the blocks under `jax.lax.scan` (default: at inference); see
-        `jaxemb.nn.layers.run_layers`.
+      scan: run the blocks under `jax.lax.scan` (inference only; off by default, see
+        `jaxemb.nn.layers.run_layers` for why).
     """
     if input_ids.ndim != 2 or attention_mask.shape != input_ids.shape:
       raise ValueError(f"expected input_ids and attention_mask of the same shape [B, L], got "

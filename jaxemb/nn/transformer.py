@@ -227,7 +227,7 @@ class TransformerEncoder(nnx.Module):
 
   def __call__(self, input_ids: Array, attention_mask: Array, token_type_ids: Array | None = None,
                *, deterministic: bool = True, output_hidden_states: bool = False,
-               num_layers: int | None = None, scan: bool | None = None) -> EncoderOutput:
+               num_layers: int | None = None, scan: bool = False) -> EncoderOutput:
     """Encodes a padded batch.
 
     Args:
@@ -239,8 +239,8 @@ class TransformerEncoder(nnx.Module):
       num_layers: run only the first `num_layers` layers (1 .. cfg.num_layers; all by default).
         The output is then that layer's hidden state, `hidden_states[num_layers]` of a full
         run; the final norm of pre-LN models belongs to the last layer only.
-      scan: run the layers under `jax.lax.scan` (default: at inference); see
-        `jaxemb.nn.layers.run_layers`.
+      scan: run the layers under `jax.lax.scan` (inference only; off by default, see
+        `jaxemb.nn.layers.run_layers` for why).
     """
     if input_ids.ndim != 2 or attention_mask.shape != input_ids.shape:
       raise ValueError(f"expected input_ids and attention_mask of the same shape [B, L], got "
