@@ -19,7 +19,7 @@ import numpy as np
 from jaxemb.data.builders import stdlib_code_search as corpus_builder
 from jaxemb.encoding import pad_to_bucket
 from jaxemb.evaluate.registry import Task
-from jaxemb.evaluate.retrieval import evaluate_retrieval, retrieval_metrics
+from jaxemb.evaluate import retrieval as retrieval_lib
 from jaxemb.evaluate.quality import quality_metrics
 
 NAME = "stdlib_code_search"
@@ -120,8 +120,8 @@ def evaluate_data(embed_fn: Callable[[list[str]], np.ndarray], data: dict) -> di
       return emb[name]
     return embed
 
-  metrics = evaluate_retrieval(embed_as("queries"), embed_as("corpus"), data["queries"],
-                               data["corpus"], data["relevant"])
+  metrics = retrieval_lib.evaluate_retrieval(embed_as("queries"), embed_as("corpus"),
+                                             data["queries"], data["corpus"], data["relevant"])
   # Query i's one relevant document is code i: those rows are the positive pairs.
   metrics.update(quality_metrics(emb["corpus"], positives=(emb["queries"], emb["corpus"])))
   return metrics
@@ -161,7 +161,7 @@ def bm25_data_metrics(data: dict, *, k1: float = 1.2, b: float = 0.75) -> dict[s
   # A query without a single word scores every document 0: rank nothing (-1 = no result)
   # rather than let the index order produce accidental hits.
   ranked[[not t for t in query_tokens]] = -1
-  return retrieval_metrics(ranked, data["relevant"])
+  return retrieval_lib.retrieval_metrics(ranked, data["relevant"])
 
 
 TASK = Task(NAME, load=retrieval_data, evaluate=evaluate_data,
