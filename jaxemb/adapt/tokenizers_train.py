@@ -189,7 +189,8 @@ def experiment(out: str | Path, *, methods: Sequence[str] | None = None, split: 
   from jaxemb.data import code_search
   out = Path(out)
   out.mkdir(parents=True, exist_ok=True)
-  methods = list(methods or transfer_lib.METHODS)
+  # zett needs a trained hypernetwork (configs/zett_minilm.py), not part of the default run.
+  methods = list(methods or [m for m in transfer_lib.METHODS if m != "zett"])
   train_q, train_c = code_search.load_split("train")
   test_q, test_c = code_search.load_split(split)
   train_texts = list(train_q) + list(train_c)
