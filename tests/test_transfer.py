@@ -209,3 +209,24 @@ def test_minilm_to_its_own_tokenizer_reproduces_it():
           if not t.startswith("[unused")]
   # Only rows the normaliser folds onto another token (e.g. "##(" -> "(") may differ.
   assert np.mean(np.all(src[same] == dst[same], axis=1)) > 0.98
+
+
+@pytest.mark.slow
+def test_sentence_transformers_loads_a_bpe_transfer(tiny, tmp_path, reference_python):
+  """The export of a BPE-tokenized model is read from its tokenizer.json by
+  sentence-transformers (not re-tokenised as WordPiece) and embeds as jaxemb does."""
+  import subprocess
+  new = T.transfer(tiny, _bpe(), "mean")
+  jaxemb.save_pretrained(new, tmp_path / "m")
+  config = json.loads((tmp_path / "m" / "tokenizer_config.json").read_text())
+  assert config["tokenizer_class"] == "PreTrainedTokenizerFast"
+  assert not (tmp_path / "m" / "vocab.txt").exists()
+  want = jaxemb.encode(jaxemb.load_pretrained(tmp_path / "m"), TEXTS)
+  code = ("import sys, numpy as np; from sentence_transformers import SentenceTransformer; "
+          "m = SentenceTransformer(sys.argv[1], device='cpu'); "
+          "np.save(sys.argv[2], m.encode(sys.argv[3:], normalize_embeddings=True))")
+  out = tmp_path / "st.npy"
+  run = subprocess.run([reference_python, "-c", code, str(tmp_path / "m"), str(out), *TEXTS],
+                       capture_output=True, text=True, timeout=1800)
+  assert run.returncode == 0, run.stderr[-3000:]
+  np.testing.assert_allclose(np.load(out), want, atol=1e-5)

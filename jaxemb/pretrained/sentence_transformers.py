@@ -223,11 +223,18 @@ def _write_tokenizer_extras(tokenizer: tokenizers.Tokenizer, directory: Path) ->
   specials = {name: tok for name, tok in (("unk_token", "[UNK]"), ("sep_token", "[SEP]"),
                                           ("pad_token", "[PAD]"), ("cls_token", "[CLS]"),
                                           ("mask_token", "[MASK]")) if tok in vocab}
-  lower = "lowercase" in json.dumps(json.loads(tokenizer.to_str()).get("normalizer") or {})
+  spec = json.loads(tokenizer.to_str())
+  lower = "lowercase" in json.dumps(spec.get("normalizer") or {})
   (directory / "special_tokens_map.json").write_text(json.dumps(specials, indent=2))
+  # A WordPiece vocabulary is a BERT tokenizer (vocab.txt works too); any other model (BPE,
+  # Unigram, e.g. after tokenizer transfer) must be read from tokenizer.json as it is, or
+  # transformers would re-tokenise it as WordPiece from vocab.txt.
+  wordpiece = (spec.get("model") or {}).get("type") == "WordPiece"
   (directory / "tokenizer_config.json").write_text(json.dumps(
-      {"tokenizer_class": "BertTokenizer", "do_lower_case": lower, "model_max_length": 512,
-       **specials}, indent=2))
+      {"tokenizer_class": "BertTokenizer" if wordpiece else "PreTrainedTokenizerFast",
+       "do_lower_case": lower, "model_max_length": 512, **specials}, indent=2))
+  if not wordpiece:
+    return
   by_id = sorted(vocab.items(), key=lambda kv: kv[1])
   if [i for _, i in by_id] == list(range(len(by_id))):
     (directory / "vocab.txt").write_text("".join(tok + "\n" for tok, _ in by_id))
