@@ -95,20 +95,19 @@ def _train(args, overrides: list[str]) -> None:
   else:
     print(f"{args.workdir} is already at step {summary['step']}: nothing to train "
           "(delete it to start over)")
-  table = comparison_table(args.workdir)
+  table = comparison_table(args.workdir, summary["recipe"].table_metrics)
   if table:
     print(table)
   if summary.get("export"):
     print(f"exported a sentence-transformers model to {summary['export']}")
 
 
-def comparison_table(workdir: str, metrics=("mrr@10", "ndcg@10", "recall@1", "recall@10",
-                                            "recall@100")) -> str:
+def comparison_table(workdir: str, metrics=None) -> str:
   """Before vs after training (vs model-free baselines) from the run's final evaluations.
 
   Reads `metrics.jsonl` (the evaluation rows written at step 0 and at the last step) and
   `config.json` (which tasks and baselines the final evaluators ran: labels come from the
-  task table, `jaxemb.tasks`).
+  task table, `jaxemb.tasks`). `metrics` default to the run's recipe's `table_metrics`.
   """
   from jaxemb import tasks
   from jaxemb.train.metrics import read_metrics
@@ -118,6 +117,9 @@ def comparison_table(workdir: str, metrics=("mrr@10", "ndcg@10", "recall@1", "re
     return ""
   with open(config_file) as f:
     config = json.load(f)
+  if metrics is None:
+    from jaxemb import recipes
+    metrics = recipes.get(config.get("recipe", "text_pairs")).table_metrics
   last_step = max(r["step"] for r in rows)
   start = {k: v for r in rows if r["step"] == 0 for k, v in r.items()}
   end = {k: v for r in rows if r["step"] == last_step for k, v in r.items()}
@@ -134,7 +136,7 @@ def comparison_table(workdir: str, metrics=("mrr@10", "ndcg@10", "recall@1", "re
       models.append((f"{before}, {split}", start, split))
       models.append((f"{after} (step {last_step}), {split}", end, split))
   columns = [c for c in models + baselines if any(k.startswith(c[2] + "/") for k in c[1])]
-  if not columns:
+  if not columns or not metrics:
     return ""
   width = max(len(c[0]) for c in columns)
   lines = [" " * width + "".join(f"{m:>12}" for m in metrics)]

@@ -66,10 +66,13 @@ class Recipe:
   Attributes:
     config_keys: top-level config keys this recipe reads beyond the loop's own (e.g. "model",
       "data", "objective"); the loop rejects any other key.
+    table_metrics: the metric names (without split) of the table printed after training.
     config: the experiment config.
   """
 
   config_keys: frozenset[str] = frozenset({"model", "data", "objective"})
+  # Metrics of the final evaluation shown in the before/after table `jaxemb train` prints.
+  table_metrics: tuple[str, ...] = ()
 
   def __init__(self, config: ml_collections.ConfigDict):
     self.config = config

@@ -222,6 +222,7 @@ class CTR(Recipe):
   """DLRM over a (compressed) embedding table, trained with BCE on synthetic Criteo data."""
 
   config_keys = frozenset({"model", "data", "objective"})
+  table_metrics = ("auc", "logloss", "oracle_auc")
 
   def __init__(self, config: ml_collections.ConfigDict):
     super().__init__(config)

@@ -67,6 +67,7 @@ class PoincareRecipe(Recipe):
   """Poincaré embeddings of one closure, evaluated by reconstruction."""
 
   config_keys = frozenset({"model", "data", "objective", "riemannian"})
+  table_metrics = ("map", "mean_rank")
 
   def __init__(self, config: ml_collections.ConfigDict):
     super().__init__(config)

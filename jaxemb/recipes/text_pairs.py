@@ -122,6 +122,7 @@ class TextPairs(Recipe):
   """Contrastive (or regression/distillation) training of a `SentenceEmbedder`."""
 
   config_keys = frozenset({"model", "data", "objective", "gradcache_chunk"})
+  table_metrics = ("mrr@10", "ndcg@10", "recall@1", "recall@10", "recall@100")
 
   def __init__(self, config: ml_collections.ConfigDict):
     super().__init__(config)
