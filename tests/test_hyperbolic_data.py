@@ -128,5 +128,5 @@ def test_edge_chunks_cover_each_epoch_once_and_resume():
   np.testing.assert_array_equal(again[5]["edge"], src[5]["edge"])  # pure function of (seed, j)
   with pytest.raises(IndexError):
     src[8]
-  with pytest.raises(ValueError, match=r"\[E, 2\]"):
+  with pytest.raises(ValueError, match=r"edge rows must be a non-empty \[N, 2\] array"):
     hierarchy.EdgeChunks(np.zeros((3, 3)), 2, seed=0)

@@ -64,7 +64,7 @@ def tokenized_pairs(tokenizer, *, query_lengths: tuple[int, ...], code_lengths: 
   return transform
 
 
-class _TextPairs:
+class TextPairs:
   """Random-access (query, code) pairs of a split, as numpy bytes (stackable into batches)."""
 
   def __init__(self, split: str, data_dir: str | None):
@@ -95,7 +95,7 @@ def train_dataset(options: dict, text_model) -> tuple[Any, Callable]:
                      "split, data_dir, query_lengths, code_lengths")
   transform = tokenized_pairs(text_model.tokenizer, query_lengths=query_lengths,
                               code_lengths=code_lengths, pad_id=text_model.pad_token_id)
-  return _TextPairs(split, data_dir), transform
+  return TextPairs(split, data_dir), transform
 
 
 # ---------------------------------------------------------------------------------------------

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import csv
 import dataclasses
+import functools
 import gzip
 import importlib.resources
 import io
@@ -25,6 +26,8 @@ import re
 from collections.abc import Iterable
 
 import numpy as np
+
+from jaxemb.data import pipeline
 
 DEFAULT_WORDNET_DIR = "/usr/share/wordnet"
 MAMMAL = "mammal.n.01"
@@ -211,50 +214,9 @@ def to_graph(edges: Iterable[tuple[str, str]]) -> Graph:
   return Graph(names, arr)
 
 
-class EdgeChunks:
-  """Training edges as rows of `chunk` edges, reshuffled every epoch, random access.
-
-  Epoch e is `edges[permutation(seed, e)]`, epochs back to back (a row may straddle two
-  epochs; no edge is dropped or repeated within an epoch). Row j is `{"edge": int32
-  [chunk, 2]}`: a pure function of (seed, j), so training resumes exactly and does not depend
-  on the number of devices. Reading a step as a few rows of many edges keeps the input
-  pipeline's per-row cost off this tiny-example workload. `len()` covers `epochs` epochs.
-  """
-
-  def __init__(self, edges: np.ndarray, chunk: int, *, seed: int, epochs: int = 1000):
-    edges = np.asarray(edges)
-    if edges.ndim != 2 or edges.shape[1] != 2 or not len(edges):
-      raise ValueError(f"edges must be a non-empty [E, 2] array, got {edges.shape}")
-    if chunk < 1:
-      raise ValueError(f"chunk must be >= 1, got {chunk}")
-    self._edges = edges.astype(np.int32)
-    self._chunk, self._seed = int(chunk), int(seed)
-    self._len = -(-len(edges) * int(epochs) // self._chunk)
-    self._perms: dict[int, np.ndarray] = {}
-
-  def __len__(self) -> int:
-    return self._len
-
-  def _perm(self, epoch: int) -> np.ndarray:
-    if epoch not in self._perms:
-      if len(self._perms) > 4:
-        self._perms.clear()
-      self._perms[epoch] = np.random.default_rng([self._seed, epoch]).permutation(
-          len(self._edges))
-    return self._perms[epoch]
-
-  def __getitem__(self, index: int) -> dict[str, np.ndarray]:
-    if not 0 <= index < self._len:
-      raise IndexError(f"row {index} out of range [0, {self._len})")
-    n = len(self._edges)
-    pos = np.arange(index * self._chunk, (index + 1) * self._chunk)
-    epochs = pos // n
-    out = np.empty((self._chunk, 2), np.int32)
-    for epoch in np.unique(epochs):
-      sel = epochs == epoch
-      out[sel] = self._edges[self._perm(int(epoch))[pos[sel] % n]]
-    return {"edge": out}
-
+# Training edges as rows of `chunk` edges ({"edge": int32 [chunk, 2]}), reshuffled every epoch,
+# random access (see `jaxemb.data.pipeline.ShuffledChunks`).
+EdgeChunks = functools.partial(pipeline.ShuffledChunks, key="edge", width=2)
 
 def main(argv: list[str] | None = None) -> None:
   """`python -m jaxemb.data.hierarchy [--wordnet-dir DIR] OUT.tsv.gz`: (re)writes the shipped

@@ -10,9 +10,11 @@ synthetic power-law graphs for scale tests.
 from __future__ import annotations
 
 import dataclasses
+import functools
 
 import numpy as np
 
+from jaxemb.data import pipeline
 from jaxemb.data.builders import kg_triples
 from jaxemb.data.builders.kg_triples.parse import index_directory, read_triples
 
@@ -82,49 +84,9 @@ class TripleSource:
     return {"triple": self._triples[index]}
 
 
-class ShuffledChunks:
-  """Training triples as rows of `chunk` triples each, reshuffled every epoch, random access.
-
-  The triples form an endless stream: epoch e is `triples[permutation(seed, e)]`, epochs back
-  to back (so a chunk may straddle two epochs and no triple is dropped or repeated within an
-  epoch). Row j is `{"triple": int32 [chunk, 3]}`, stream positions [j*chunk, (j+1)*chunk).
-  Reading a whole step as a few rows keeps the per-row overhead of the input pipeline off
-  small-triple workloads; the order is a pure function of (seed, j), so it resumes exactly and
-  does not depend on the number of devices. `len()` covers `epochs` epochs (rounded up).
-  """
-
-  def __init__(self, triples: np.ndarray, chunk: int, *, seed: int, epochs: int = 1000):
-    triples = np.asarray(triples)
-    if triples.ndim != 2 or triples.shape[1] != 3 or not len(triples):
-      raise ValueError(f"triples must be a non-empty [N, 3] array, got {triples.shape}")
-    if chunk < 1:
-      raise ValueError(f"chunk must be >= 1, got {chunk}")
-    self._triples = triples.astype(np.int32)
-    self._chunk, self._seed = int(chunk), int(seed)
-    self._len = -(-len(triples) * int(epochs) // self._chunk)
-    self._perms: dict[int, np.ndarray] = {}
-
-  def __len__(self) -> int:
-    return self._len
-
-  def _perm(self, epoch: int) -> np.ndarray:
-    if epoch not in self._perms:
-      if len(self._perms) > 4:
-        self._perms.clear()
-      self._perms[epoch] = np.random.default_rng([self._seed, epoch]).permutation(
-          len(self._triples))
-    return self._perms[epoch]
-
-  def __getitem__(self, index: int) -> dict[str, np.ndarray]:
-    n = len(self._triples)
-    pos = np.arange(index * self._chunk, (index + 1) * self._chunk)
-    epochs = pos // n
-    out = np.empty((self._chunk, 3), np.int32)
-    for epoch in np.unique(epochs):
-      sel = epochs == epoch
-      out[sel] = self._triples[self._perm(int(epoch))[pos[sel] % n]]
-    return {"triple": out}
-
+# Training triples as rows of `chunk` triples ({"triple": int32 [chunk, 3]}), reshuffled every
+# epoch, random access (see `jaxemb.data.pipeline.ShuffledChunks`).
+ShuffledChunks = functools.partial(pipeline.ShuffledChunks, key="triple", width=3)
 
 def synthetic(num_entities: int, num_relations: int, num_triples: int, *, seed: int = 0,
               exponent: float = 1.0, valid_fraction: float = 0.01,

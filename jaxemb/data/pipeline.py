@@ -104,3 +104,51 @@ class GlobalBatches:
       self._drop_pending()
       self._pool.shutdown(wait=True)
       self._pool = None
+
+
+class ShuffledChunks:
+  """Rows of a small-example array served `chunk` at a time, reshuffled every epoch.
+
+  The examples form an endless stream: epoch e is `rows[permutation(seed, e)]`, epochs back to
+  back (a chunk may straddle two epochs; no example is dropped or repeated within an epoch).
+  Item j is `{key: int32 [chunk, width]}`, stream positions [j*chunk, (j+1)*chunk): a pure
+  function of (seed, j), so training resumes exactly and does not depend on the number of
+  devices. Reading a step as a few items of many examples keeps the input pipeline's per-item
+  cost off tiny-example workloads (edges, triples). `len()` covers `epochs` epochs (rounded up).
+  """
+
+  def __init__(self, rows: np.ndarray, chunk: int, *, seed: int, key: str, width: int,
+               epochs: int = 1000):
+    rows = np.asarray(rows)
+    if rows.ndim != 2 or rows.shape[1] != width or not len(rows):
+      raise ValueError(f"{key} rows must be a non-empty [N, {width}] array, got {rows.shape}")
+    if chunk < 1:
+      raise ValueError(f"chunk must be >= 1, got {chunk}")
+    self._rows = rows.astype(np.int32)
+    self._chunk, self._seed, self._key = int(chunk), int(seed), key
+    self._len = -(-len(rows) * int(epochs) // self._chunk)
+    self._perms: dict[int, np.ndarray] = {}
+
+  def __len__(self) -> int:
+    return self._len
+
+  def _perm(self, epoch: int) -> np.ndarray:
+    if epoch not in self._perms:
+      if len(self._perms) > 4:
+        self._perms.clear()
+      self._perms[epoch] = np.random.default_rng([self._seed, epoch]).permutation(
+          len(self._rows))
+    return self._perms[epoch]
+
+  def __getitem__(self, index: int) -> dict[str, np.ndarray]:
+    if not 0 <= index < self._len:
+      raise IndexError(f"item {index} out of range [0, {self._len})")
+    n = len(self._rows)
+    pos = np.arange(index * self._chunk, (index + 1) * self._chunk)
+    epochs = pos // n
+    out = np.empty((self._chunk, self._rows.shape[1]), np.int32)
+    for epoch in np.unique(epochs):
+      sel = epochs == epoch
+      out[sel] = self._rows[self._perm(int(epoch))[pos[sel] % n]]
+    return {self._key: out}
+

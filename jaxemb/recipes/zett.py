@@ -38,6 +38,7 @@ from jaxemb.adapt import init as init_lib
 from jaxemb.adapt import tokenizers_train
 from jaxemb.adapt import transfer as transfer_lib
 from jaxemb.adapt.surface import Decomposer
+from jaxemb.data import code_search
 from jaxemb.nn.hyper import HyperConfig, TokenHyperNetwork, predict_embeddings
 from jaxemb.recipes.base import Recipe, TrainData, check_keys
 
@@ -56,22 +57,6 @@ class ZeTTModel(nnx.Module):
   def __init__(self, source: nnx.Module, hyper: TokenHyperNetwork):
     self.source = source
     self.hyper = hyper
-
-
-class _Texts:
-  """Random-access (query, code) pairs of a code-search split, as numpy objects."""
-
-  def __init__(self, split: str, data_dir: str | None):
-    from jaxemb.data.builders import stdlib_code_search as corpus
-    self._source = corpus.load(split, data_dir)
-
-  def __len__(self) -> int:
-    return len(self._source)
-
-  def __getitem__(self, index: int) -> dict[str, np.ndarray]:
-    row = self._source[index]
-    return {"query": np.asarray(row["query"], dtype=object),
-            "code": np.asarray(row["code"], dtype=object)}
 
 
 def _text(x) -> str:
@@ -237,7 +222,8 @@ class ZeTT(Recipe):
                for q, c in zip(batch["query"], batch["code"])]
       return self.make_batch(texts, index)
 
-    return TrainData(_Texts(d.get("split", "train"), d.get("data_dir") or None), transform)
+    return TrainData(code_search.TextPairs(d.get("split", "train"), d.get("data_dir") or None),
+                     transform)
 
   # --- evaluation and export ------------------------------------------------------------------
 
@@ -249,12 +235,11 @@ class ZeTT(Recipe):
   def evaluator(self, specs, mesh):
     if not specs:
       return None
-    from jaxemb.data import code_search
     import jaxemb
     for spec in specs:
       check_keys("evaluators[]", spec, EVALUATOR_KEYS)
-      if spec.get("task", code_search.TASK) != code_search.TASK or not spec.get("tokenizer"):
-        raise ValueError(f"zett evaluators are dict(task={code_search.TASK!r}, split=..., "
+      if spec.get("task", code_search.NAME) != code_search.NAME or not spec.get("tokenizer"):
+        raise ValueError(f"zett evaluators are dict(task={code_search.NAME!r}, split=..., "
                          f"tokenizer=PATH); got {dict(spec)}")
 
     def evaluate(model, step):
