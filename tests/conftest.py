@@ -11,20 +11,38 @@ import jax  # noqa: E402
 
 assert jax.device_count() == 8, f"expected 8 fake CPU devices, got {jax.device_count()}"
 
+import contextlib  # noqa: E402
+
 import pytest  # noqa: E402
 from jax.experimental.compilation_cache import compilation_cache  # noqa: E402
+
+_CACHE_OPTIONS = ("jax_compilation_cache_dir", "jax_persistent_cache_min_compile_time_secs",
+                  "jax_persistent_cache_min_entry_size_bytes")
+
+
+@contextlib.contextmanager
+def persistent_compile_cache(path: str):
+  """Every compile inside is cached under `path` (and reused from there), then restored."""
+  old = [getattr(jax.config, name) for name in _CACHE_OPTIONS]
+  for name, value in zip(_CACHE_OPTIONS, (path, 0.0, -1)):
+    jax.config.update(name, value)
+  compilation_cache.reset_cache()
+  try:
+    yield
+  finally:
+    for name, value in zip(_CACHE_OPTIONS, old):
+      jax.config.update(name, value)
+    compilation_cache.reset_cache()
 
 
 @pytest.fixture(autouse=True)
 def _keep_jax_cache_config():
   """`jaxemb.cli.main` points JAX's persistent compilation cache at ~/.cache/jaxemb/xla: undo
   that after a test so the rest of the session keeps its own settings."""
-  names = ("jax_compilation_cache_dir", "jax_persistent_cache_min_compile_time_secs",
-           "jax_persistent_cache_min_entry_size_bytes")
-  old = [getattr(jax.config, name) for name in names]
+  old = [getattr(jax.config, name) for name in _CACHE_OPTIONS]
   yield
-  if [getattr(jax.config, name) for name in names] != old:
-    for name, value in zip(names, old):
+  if [getattr(jax.config, name) for name in _CACHE_OPTIONS] != old:
+    for name, value in zip(_CACHE_OPTIONS, old):
       jax.config.update(name, value)
     compilation_cache.reset_cache()
 

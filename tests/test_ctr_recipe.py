@@ -9,12 +9,12 @@ import pathlib
 import jax
 import numpy as np
 import pytest
-from jax.experimental.compilation_cache import compilation_cache
 
 from jaxemb.train import loop
 from jaxemb.train import mesh as mesh_lib
 from jaxemb.train.config import load_config
 from jaxemb.train.metrics import read_metrics
+from conftest import persistent_compile_cache
 
 REPO = pathlib.Path(__file__).resolve().parents[1]
 
@@ -22,16 +22,8 @@ REPO = pathlib.Path(__file__).resolve().parents[1]
 @pytest.fixture(scope="module", autouse=True)
 def compile_cache(tmp_path_factory):
   """A persistent XLA cache for this module: the resumed runs reuse the reference's programs."""
-  names = ("jax_compilation_cache_dir", "jax_persistent_cache_min_compile_time_secs",
-           "jax_persistent_cache_min_entry_size_bytes")
-  old = [getattr(jax.config, name) for name in names]
-  for name, value in zip(names, (str(tmp_path_factory.mktemp("jax_cache")), 0.0, -1)):
-    jax.config.update(name, value)
-  compilation_cache.reset_cache()
-  yield
-  for name, value in zip(names, old):
-    jax.config.update(name, value)
-  compilation_cache.reset_cache()
+  with persistent_compile_cache(str(tmp_path_factory.mktemp("jax_cache"))):
+    yield
 
 
 @pytest.fixture(scope="module")

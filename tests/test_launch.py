@@ -10,8 +10,8 @@ import sys
 
 import jax
 import pytest
-from jax.experimental.compilation_cache import compilation_cache
 
+from conftest import persistent_compile_cache
 from jaxemb.train import loop
 from jaxemb.train.config import load_config
 from jaxemb.train.metrics import read_metrics
@@ -150,17 +150,8 @@ def test_local_multiprocess_fails_when_a_process_fails(tmp_path):
 @pytest.fixture
 def compile_cache(tmp_path_factory):
   """The session's persistent XLA cache (shared with test_train_loop's identical reference)."""
-  names = ("jax_compilation_cache_dir", "jax_persistent_cache_min_compile_time_secs",
-           "jax_persistent_cache_min_entry_size_bytes")
-  old = [getattr(jax.config, name) for name in names]
-  path = str(tmp_path_factory.getbasetemp() / "jax_cache")
-  for name, value in zip(names, (path, 0.0, -1)):
-    jax.config.update(name, value)
-  compilation_cache.reset_cache()
-  yield
-  for name, value in zip(names, old):
-    jax.config.update(name, value)
-  compilation_cache.reset_cache()
+  with persistent_compile_cache(str(tmp_path_factory.getbasetemp() / "jax_cache")):
+    yield
 
 
 def _free_port() -> int:
