@@ -57,11 +57,13 @@ test: install reference
 
 benchmark: install reference
 	$(PY) benchmarks/encode_throughput.py --reference-python $(REF_PY)
+	$(PY) benchmarks/train_throughput.py --reference-python $(REF_PY)
 	$(PY) benchmarks/search.py --reference-python $(REF_PY)
 	$(PY) benchmarks/kge_vs_pykeen.py --reference-python $(REF_PY)
 	$(PY) benchmarks/poincare_vs_gensim.py --reference-python $(REF_PY)
 	$(PY) benchmarks/static_export.py
-	$(PY) benchmarks/tables.py
+	$(PY) benchmarks/tables.py experiment
+	$(PY) benchmarks/tables.py throughput --devices 1
 	$(PY) benchmarks/ssm_scaling.py
 
 clean:
