@@ -18,7 +18,6 @@ from __future__ import annotations
 import argparse
 import copy as copy_lib
 import dataclasses
-import functools
 import json
 import os
 import time

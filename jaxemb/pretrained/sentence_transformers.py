@@ -14,7 +14,6 @@ import shutil
 import tempfile
 from pathlib import Path
 
-import numpy as np
 import safetensors.numpy
 import tokenizers
 from flax import nnx

@@ -23,7 +23,7 @@ Export: the hypernetwork (`jaxemb.adapt.transfer.save_hypernet`), for
 
 from __future__ import annotations
 
-from typing import Any, Mapping
+from typing import Any
 
 import jax
 import jax.numpy as jnp
