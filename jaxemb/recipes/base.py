@@ -60,6 +60,14 @@ def check_keys(section: str, values: Mapping[str, Any], valid: set[str] | frozen
                      f"valid: {sorted(valid)}")
 
 
+def evaluator_specs(specs, valid: set[str] | frozenset[str]) -> list[dict[str, Any]]:
+  """`config.evaluators` entries as plain dicts, each checked against the `valid` keys."""
+  specs = [dict(s) for s in specs]
+  for spec in specs:
+    check_keys("evaluators[]", spec, valid)
+  return specs
+
+
 class Recipe:
   """Base class of every recipe; subclass it and override what differs.
 

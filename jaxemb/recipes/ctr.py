@@ -38,7 +38,7 @@ from jaxemb.evaluate import ctr as ctr_metrics
 from jaxemb.nn import tables as tables_lib
 from jaxemb.nn.ctr import DLRM, bce_with_logits
 from jaxemb.optimizers import rowwise
-from jaxemb.recipes.base import Recipe, TrainData, check_keys
+from jaxemb.recipes.base import Recipe, TrainData, check_keys, evaluator_specs
 
 TABLES = ("full", "hashed", "qr", "unified", "optembed")
 MODEL_KEYS = frozenset({"table", "dim", "budget", "num_hashes", "probes", "qr_combine", "bottom",
@@ -285,11 +285,9 @@ class CTR(Recipe):
     return tx, schedule
 
   def evaluator(self, specs, mesh):
-    specs = [dict(s) for s in specs]
+    specs = evaluator_specs(specs, EVALUATOR_KEYS)
     if not specs:
       return None
-    for spec in specs:
-      check_keys("evaluators[]", spec, EVALUATOR_KEYS)
 
     def evaluate(model, step):
       del step

@@ -38,7 +38,7 @@ from jaxemb.data import kg
 from jaxemb.evaluate import link_prediction
 from jaxemb.nn import kge as kge_nn
 from jaxemb.objectives import kge as kge_obj
-from jaxemb.recipes.base import Recipe, TrainData, check_keys
+from jaxemb.recipes.base import Recipe, TrainData, check_keys, evaluator_specs
 
 MODEL_KEYS = frozenset({"interaction", "dim", "relation_dim", "p", "gamma", "dropout",
                         "row_axis"})
@@ -189,11 +189,10 @@ class KGERecipe(Recipe):
     return {**params, "model": kge_nn.constrain(interaction, params["model"])}
 
   def evaluator(self, specs, mesh):
-    specs = [dict(s) for s in specs]
+    specs = evaluator_specs(specs, EVALUATOR_KEYS)
     if not specs:
       return None
     for spec in specs:
-      check_keys("evaluators[]", spec, EVALUATOR_KEYS)
       self.graph.split(spec.get("split", "validation"))  # validates the name
 
     def evaluate(model, step):

@@ -40,7 +40,7 @@ from jaxemb.evaluate import reconstruction
 from jaxemb.geometry import poincare
 from jaxemb.nn import hyperbolic
 from jaxemb.optimizers import riemannian
-from jaxemb.recipes.base import Recipe, TrainData, check_keys
+from jaxemb.recipes.base import Recipe, TrainData, check_keys, evaluator_specs
 
 MODEL_KEYS = frozenset({"dim", "c", "init_range", "eps"})
 DATA_KEYS = frozenset({"closure", "edges_per_row"})
@@ -161,11 +161,10 @@ class PoincareRecipe(Recipe):
     return {**params, "model": project(params["model"])}
 
   def evaluator(self, specs, mesh):
-    specs = [dict(s) for s in specs]
+    specs = evaluator_specs(specs, EVALUATOR_KEYS)
     if not specs:
       return None
     for spec in specs:
-      check_keys("evaluators[]", spec, EVALUATOR_KEYS)
       if spec.get("split", "test") != "test":
         raise ValueError(f"poincare evaluators have one split, 'test' (the closure), got "
                          f"{spec['split']!r}")

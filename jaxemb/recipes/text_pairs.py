@@ -25,7 +25,7 @@ from jaxemb import objectives, tasks
 from jaxemb.objectives import elastic
 from jaxemb.data import registry as data_registry
 from jaxemb.evaluate.registry import prefix_metrics
-from jaxemb.recipes.base import Recipe, TrainData, check_keys
+from jaxemb.recipes.base import Recipe, TrainData, check_keys, evaluator_specs
 
 MODEL_KEYS = frozenset({"encoder", "encoder_options", "pooling", "pooling_options", "normalize",
                         "pretrained", "tokenizer", "dtype", "max_seq_length"})
@@ -237,12 +237,11 @@ def text_evaluator(specs, text_model, mesh=None) -> Callable | None:
   (computed once: it does not change during training). `text_model` lends the tokenizer;
   `mesh` (the training mesh) is where `encode` runs, so the parameters are not moved.
   """
-  specs = [dict(s) for s in specs]
+  specs = evaluator_specs(specs, EVALUATOR_KEYS)
   if not specs:
     return None
   plans = []
   for spec in specs:
-    check_keys("evaluators[]", spec, EVALUATOR_KEYS)
     if "task" not in spec:
       raise ValueError(f"evaluator {spec} names no task; known tasks: {tasks.list_tasks()}")
     task = tasks.get(spec["task"])
