@@ -6,27 +6,18 @@ import subprocess
 
 import numpy as np
 import pytest
-from flax import nnx
 
 import jaxemb
 from jaxemb import encoding, inference
-from jaxemb.model import EmbeddingModel
-from jaxemb.nn.embedder import SentenceEmbedder
-from jaxemb.nn.pooling import Pooler
-from jaxemb.nn.transformer import TransformerConfig, TransformerEncoder
 from jaxemb.quantization import quantize_embeddings
-from tiny_tokenizer import tiny_tokenizer
+from tiny_tokenizer import tiny_model
 
 TEXTS = ["hello world", "a b c", "", "tiny texts"]
 
 
 @pytest.fixture(scope="module")
 def model():
-  cfg = TransformerConfig(vocab_size=100, hidden_size=32, num_layers=2, num_heads=4,
-                          intermediate_size=64, max_position_embeddings=24)
-  rngs = nnx.Rngs(0)
-  module = SentenceEmbedder(TransformerEncoder(cfg, rngs=rngs), Pooler("mean", 32, rngs=rngs))
-  m = EmbeddingModel(module=module, tokenizer=tiny_tokenizer(), max_seq_length=24, name="tiny")
+  m = tiny_model(vocab_size=100, max_len=24)
   m.prompts = {"query": "q ", "document": "d ", "other": "x y "}
   m.default_prompt_name = None
   return m

@@ -6,26 +6,17 @@ import string
 
 import numpy as np
 import pytest
-from flax import nnx
 from sklearn.decomposition import PCA
 
 import jaxemb
 from jaxemb import static_export as se
-from jaxemb.model import EmbeddingModel
-from jaxemb.nn.embedder import SentenceEmbedder
-from jaxemb.nn.pooling import Pooler
-from jaxemb.nn.transformer import TransformerConfig, TransformerEncoder
-from tiny_tokenizer import tiny_tokenizer
+from tiny_tokenizer import tiny_model
 
 
 
 @pytest.fixture(scope="module")
 def model():
-  cfg = TransformerConfig(vocab_size=80, hidden_size=32, num_layers=2, num_heads=4,
-                          intermediate_size=64, max_position_embeddings=32)
-  rngs = nnx.Rngs(0)
-  module = SentenceEmbedder(TransformerEncoder(cfg, rngs=rngs), Pooler("mean", 32, rngs=rngs))
-  return EmbeddingModel(module=module, tokenizer=tiny_tokenizer(), max_seq_length=32, name="tiny")
+  return tiny_model(vocab_size=80, max_len=32)
 
 
 def test_token_vectors_equal_encode_of_one_token_texts(model):

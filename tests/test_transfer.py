@@ -15,10 +15,7 @@ from tokenizers import decoders, models, pre_tokenizers, trainers
 import jaxemb
 from jaxemb.adapt import transfer as T
 from jaxemb.model import EmbeddingModel
-from jaxemb.nn.embedder import SentenceEmbedder
-from jaxemb.nn.pooling import Pooler
-from jaxemb.nn.transformer import TransformerConfig, TransformerEncoder
-from tiny_tokenizer import tiny_tokenizer
+from tiny_tokenizer import tiny_model
 
 TEXTS = ["hello world", "def foo(bar): return bar", "the quick brown fox", "open a file",
          "return the sum of two numbers", "x = y + 1", "read lines from a socket",
@@ -26,12 +23,7 @@ TEXTS = ["hello world", "def foo(bar): return bar", "the quick brown fox", "open
 
 
 def _tiny() -> EmbeddingModel:
-  tok = tiny_tokenizer()
-  cfg = TransformerConfig(vocab_size=tok.get_vocab_size(), hidden_size=32, num_layers=2,
-                          num_heads=4, intermediate_size=64, max_position_embeddings=64)
-  rngs = nnx.Rngs(0)
-  module = SentenceEmbedder(TransformerEncoder(cfg, rngs=rngs), Pooler("mean", 32, rngs=rngs))
-  return EmbeddingModel(module=module, tokenizer=tok, max_seq_length=64, name="tiny")
+  return tiny_model(max_len=64)
 
 
 def _bpe(vocab_size=300, specials=("[PAD]", "[UNK]")) -> tokenizers.Tokenizer:
