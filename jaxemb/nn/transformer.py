@@ -18,7 +18,7 @@ import jax
 import jax.numpy as jnp
 from flax import nnx
 
-from jaxemb.nn import layers
+from jaxemb.nn import layers, long_context
 from jaxemb.nn.layers import ACTIVATIONS, DTYPES, check_choice
 
 Array = jax.Array
@@ -46,6 +46,14 @@ class TransformerConfig:
   # Chen et al. 2023) or "ntk" (NTK-aware base scaling); `rope_scaling_factor` = new/old length.
   rope_scaling: str | None = None
   rope_scaling_factor: float = 1.0
+  # SelfExtend for rotary models (rope_scaling="self_extend"): exact positions within
+  # `self_extend_window` tokens, grouped by `self_extend_group` beyond (nn/long_context.py).
+  self_extend_group: int = 1
+  self_extend_window: int = 0
+  # Long context for absolute positions: None, "gp", "rp" or "pi" with factor s (see
+  # jaxemb/nn/long_context.py); under "pi" the position table already has s x trained rows.
+  position_scaling: str | None = None
+  position_scaling_factor: int = 1
   dtype: str = "float32"  # compute dtype
   param_dtype: str = "float32"
   pad_token_id: int = 0
@@ -53,7 +61,24 @@ class TransformerConfig:
   def __post_init__(self):
     check_choice("norm_position", self.norm_position, ("post", "pre"))
     check_choice("position_embedding", self.position_embedding, ("absolute", "rotary"))
-    check_choice("rope_scaling", self.rope_scaling, (None, "linear", "ntk"))
+    check_choice("rope_scaling", self.rope_scaling, (None, "linear", "ntk", "self_extend"))
+    check_choice("position_scaling", self.position_scaling,
+                 (None, *long_context.ABSOLUTE_METHODS))
+    if self.position_scaling and self.position_embedding != "absolute":
+      raise ValueError(f"position_scaling={self.position_scaling!r} needs absolute positions; "
+                       f"this encoder has {self.position_embedding!r} (use rope_scaling)")
+    if self.rope_scaling and self.position_embedding != "rotary":
+      raise ValueError(f"rope_scaling={self.rope_scaling!r} needs rotary positions; this "
+                       f"encoder has {self.position_embedding!r} (use position_scaling)")
+    if self.position_scaling_factor < 1 or (
+        self.position_scaling == "pi"
+        and self.max_position_embeddings % self.position_scaling_factor):
+      raise ValueError(f"position_scaling_factor must be a positive integer (dividing "
+                       f"max_position_embeddings under 'pi'), got {self.position_scaling_factor}")
+    if self.rope_scaling == "self_extend" and (
+        self.self_extend_group < 1 or self.self_extend_window < 1):
+      raise ValueError(f"self_extend needs self_extend_group >= 1 and self_extend_window >= 1, "
+                       f"got {self.self_extend_group} and {self.self_extend_window}")
     check_choice("hidden_act", self.hidden_act, tuple(ACTIVATIONS))
     check_choice("dtype", self.dtype, tuple(DTYPES))
     check_choice("param_dtype", self.param_dtype, tuple(DTYPES))
@@ -69,6 +94,15 @@ class TransformerConfig:
                        f"{self.hidden_size // self.num_heads}")
     if self.rope_scaling_factor < 1.0:
       raise ValueError(f"rope_scaling_factor must be >= 1, got {self.rope_scaling_factor}")
+
+  @property
+  def max_length(self) -> int | None:
+    """The longest input (None: any): the table rows, times s under grouped/recurrent positions."""
+    if self.position_embedding != "absolute":
+      return None
+    if self.position_scaling in ("gp", "rp"):
+      return self.max_position_embeddings * self.position_scaling_factor
+    return self.max_position_embeddings
 
   @property
   def head_dim(self) -> int:
@@ -164,10 +198,15 @@ class SelfAttention(nnx.Module):
     b, l, _ = x.shape
     split = lambda t: t.reshape(b, l, cfg.num_heads, cfg.head_dim)
     q, k, v = split(self.query(x)), split(self.key(x)), split(self.value(x))
-    if cfg.position_embedding == "rotary":
-      inv_freq = rotary_frequencies(cfg)
-      q, k = apply_rotary(q, positions, inv_freq), apply_rotary(k, positions, inv_freq)
-    scores = jnp.einsum("bqhd,bkhd->bhqk", q, k, preferred_element_type=jnp.float32)
+    if cfg.rope_scaling == "self_extend":
+      rotate = lambda t, pos: apply_rotary(t, pos, rotary_frequencies(cfg))
+      scores = long_context.self_extend_scores(q, k, positions, rotate, cfg.self_extend_group,
+                                               cfg.self_extend_window)
+    else:
+      if cfg.position_embedding == "rotary":
+        inv_freq = rotary_frequencies(cfg)
+        q, k = apply_rotary(q, positions, inv_freq), apply_rotary(k, positions, inv_freq)
+      scores = jnp.einsum("bqhd,bkhd->bhqk", q, k, preferred_element_type=jnp.float32)
     scores = scores / jnp.sqrt(jnp.float32(cfg.head_dim)) + bias
     probs = jax.nn.softmax(scores, axis=-1)
     probs = self.dropout(probs, deterministic=deterministic).astype(v.dtype)
@@ -245,10 +284,12 @@ class TransformerEncoder(nnx.Module):
     if input_ids.ndim != 2 or attention_mask.shape != input_ids.shape:
       raise ValueError(f"expected input_ids and attention_mask of the same shape [B, L], got "
                        f"{input_ids.shape} and {attention_mask.shape}")
-    if self.cfg.position_embedding == "absolute" and input_ids.shape[1] > \
-        self.cfg.max_position_embeddings:
+    if self.cfg.max_length is not None and input_ids.shape[1] > self.cfg.max_length:
+      scaled = (f" x position_scaling_factor={self.cfg.position_scaling_factor} "
+                f"({self.cfg.position_scaling})" if self.cfg.max_length != \
+                self.cfg.max_position_embeddings else "")
       raise ValueError(f"sequence length {input_ids.shape[1]} exceeds max_position_embeddings="
-                       f"{self.cfg.max_position_embeddings}")
+                       f"{self.cfg.max_position_embeddings}{scaled}")
     num_layers = layers.check_num_layers(num_layers, self.cfg.num_layers)
     if token_type_ids is None:
       token_type_ids = jnp.zeros_like(input_ids)
@@ -258,7 +299,12 @@ class TransformerEncoder(nnx.Module):
     # Additive mask in float32: -inf-like for padded keys; a large finite value keeps an
     # all-padding row finite (its output is never used by the poolers).
     bias = jnp.where(attention_mask[:, None, None, :] > 0, 0.0, -1e9).astype(jnp.float32)
-    x = self.embeddings(input_ids, positions, token_type_ids, deterministic=deterministic)
+    rows = positions
+    if self.cfg.position_scaling:  # long context: which table row each position reads
+      rows = long_context.absolute_positions(
+          positions, attention_mask.astype(jnp.int32).sum(1), self.cfg.position_scaling,
+          self.cfg.max_position_embeddings, self.cfg.position_scaling_factor)
+    x = self.embeddings(input_ids, rows, token_type_ids, deterministic=deterministic)
     first = x
     x, states = layers.run_layers(
         self.layers[:num_layers], x,
