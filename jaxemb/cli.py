@@ -53,7 +53,8 @@ def _encode(args) -> None:
   emb = jaxemb.encode(model, lines, batch_size=args.batch_size, normalize=not args.no_normalize,
                       show_progress=None if not args.quiet else False, prompt=args.prompt,
                       prompt_name=args.prompt_name, precision=args.precision,
-                      truncate_dim=args.truncate_dim, layer=args.layer)
+                      truncate_dim=args.truncate_dim, layer=args.layer,
+                      **long_context_options(args))
   np.save(args.output, emb)
   print(f"wrote {emb.shape[0]} embeddings of dimension {emb.shape[1]} to {args.output}")
 
@@ -151,11 +152,32 @@ def _eval(args) -> None:
   from jaxemb import tasks
   task, split = tasks.parse(args.task)
   model = jaxemb.load_pretrained(args.model)
+  options = long_context_options(args)
+  if options:  # check the method before the task's data are built
+    from jaxemb import long_context
+    long_context.check_method(model, options.get("max_seq_length"),
+                              options.get("position_scaling"))
   embed = lambda texts: jaxemb.encode(model, texts, batch_size=args.batch_size,
-                                      show_progress=not args.quiet)
+                                      show_progress=not args.quiet, **options)
   metrics = tasks.evaluate(task, split, embed)
-  metrics = {"task": args.task, "model": str(args.model), **metrics}
+  metrics = {"task": args.task, "model": str(args.model), **options, **metrics}
   print(json.dumps(metrics))
+
+
+def add_long_context_arguments(parser: argparse.ArgumentParser) -> None:
+  """--max-seq-length / --position-scaling (see `jaxemb.long_context`)."""
+  parser.add_argument("--max-seq-length", type=int,
+                      help="tokens kept per text (default: the model's own); past the trained "
+                           "positions give --position-scaling")
+  parser.add_argument("--position-scaling",
+                      help="long-context method: pcw, gp, rp, pi (absolute positions); pi, ntk, "
+                           "self_extend (rotary)")
+
+
+def long_context_options(args) -> dict:
+  """The long-context keyword arguments of `jaxemb.encode` that the flags set."""
+  return {k: v for k in ("max_seq_length", "position_scaling")
+          if (v := getattr(args, k, None)) is not None}
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -189,6 +211,7 @@ def build_parser() -> argparse.ArgumentParser:
   enc.add_argument("--truncate-dim", type=int, help="keep the first D dimensions, then normalise")
   enc.add_argument("--layer", type=int, help="pool this layer's hidden states (1-based)")
   enc.add_argument("--quiet", action="store_true", help="no progress bar")
+  add_long_context_arguments(enc)
   enc.set_defaults(func=_encode)
 
   demo = sub.add_parser("demo", help="encode a few built-in sentences, print similarities")
@@ -201,6 +224,7 @@ def build_parser() -> argparse.ArgumentParser:
   ev.add_argument("--task", default="stdlib_code_search:test", help="TASK[:SPLIT]")
   ev.add_argument("--batch-size", type=int, default=64)
   ev.add_argument("--quiet", action="store_true", help="no progress bar")
+  add_long_context_arguments(ev)
   ev.set_defaults(func=_eval)
 
   # Sub-commands that live with the code they drive (one table, filled here).

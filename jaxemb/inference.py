@@ -53,7 +53,8 @@ def resolve_prompt(model: EmbeddingModel, prompt: str | None = None,
 def encode(model: EmbeddingModel, texts: Sequence[str], *, prompt: str | None = None,
            prompt_name: str | None = None, precision: str = "float32",
            truncate_dim: int | None = None, ranges=None, calibration_embeddings=None,
-           normalize: bool = True, **kwargs) -> np.ndarray:
+           normalize: bool = True, max_seq_length: int | None = None,
+           position_scaling: str | None = None, **kwargs) -> np.ndarray:
   """Embeds `texts` (see `jaxemb.encoding.encode`) with prompts, truncation and quantization.
 
   Args:
@@ -67,6 +68,9 @@ def encode(model: EmbeddingModel, texts: Sequence[str], *, prompt: str | None = 
     ranges / calibration_embeddings: int8/uint8 calibration, as `quantize_embeddings`; both
       are in the (truncated) float space of the output.
     normalize: L2-normalise the embeddings.
+    max_seq_length / position_scaling: tokens kept per text and, past the trained positions,
+      the long-context method ("pcw", "gp", "rp", "pi"; rotary: "pi", "ntk", "self_extend"),
+      see `jaxemb.long_context`; by default the model's own length.
     **kwargs: passed to `jaxemb.encoding.encode` (batch_size, show_progress, mesh, layer).
 
   Returns:
@@ -78,7 +82,13 @@ def encode(model: EmbeddingModel, texts: Sequence[str], *, prompt: str | None = 
   if text:
     texts = [text + t for t in texts]
   # encoding.encode truncates the pooled vector before normalising (Matryoshka-style).
-  emb = encoding.encode(model, texts, normalize=normalize, truncate_dim=truncate_dim, **kwargs)
+  if max_seq_length is None and position_scaling is None:
+    emb = encoding.encode(model, texts, normalize=normalize, truncate_dim=truncate_dim, **kwargs)
+  else:
+    from jaxemb import long_context
+    emb = long_context.encode(model, texts, max_seq_length=max_seq_length,
+                              position_scaling=position_scaling, normalize=normalize,
+                              truncate_dim=truncate_dim, **kwargs)
   if precision == "float32":
     return emb
   return quantize_embeddings(emb, precision, ranges=ranges,

@@ -1,0 +1,66 @@
+"""TFDS builder: module search pairs (module docstring -> module source) from the stdlib.
+
+Built from the RUNNING interpreter's standard library with `ast` (nothing is downloaded);
+the config name is the Python version, as for `stdlib_code_search`.
+"""
+
+from __future__ import annotations
+
+import platform
+import sysconfig
+from collections.abc import Iterator, Sequence
+
+import tensorflow_datasets as tfds
+
+from jaxemb.data.builders.stdlib_code_search.stdlib_code_search_dataset_builder import (
+    StdlibCodeSearchConfig, config_name)
+from jaxemb.data.builders.stdlib_modules import extract
+
+_DESCRIPTION = """\
+Long-document retrieval pairs from the Python standard library of the interpreter that built
+the dataset: one example per module with a docstring; `query` is the module docstring
+(whitespace collapsed), `code` the module source without it, cut at 14,000 characters (about
+4k tokens). Splits by top-level package exactly as stdlib_code_search (frozen test packages).
+
+Source licence: the Python standard library, Copyright (c) Python Software Foundation,
+distributed under the PSF License Agreement (https://docs.python.org/3/license.html).
+"""
+
+_TEXT_FEATURES = ("query", "code", "module", "id", "python_version")
+
+
+class StdlibModules(tfds.core.GeneratorBasedBuilder):
+  """Module docstring -> module source retrieval pairs from the running Python's stdlib."""
+
+  VERSION = tfds.core.Version("1.0.0")
+  RELEASE_NOTES = {"1.0.0": "Initial release."}
+  BUILDER_CONFIGS = [StdlibCodeSearchConfig(
+      name=config_name(platform.python_version()), python_version=platform.python_version(),
+      description=f"Built from the CPython {platform.python_version()} standard library.")]
+
+  def _info(self) -> tfds.core.DatasetInfo:
+    return tfds.core.DatasetInfo(
+        builder=self, description=_DESCRIPTION,
+        features=tfds.features.FeaturesDict(
+            {name: tfds.features.Text() for name in _TEXT_FEATURES}),
+        supervised_keys=None, homepage="https://docs.python.org/3/library/",
+        license="Python standard library source, PSF License Agreement",
+        metadata=tfds.core.MetadataDict(python_version=self.builder_config.python_version,
+                                        max_code_chars=extract.MAX_CODE_CHARS))
+
+  def _split_generators(self, dl_manager: tfds.download.DownloadManager):
+    del dl_manager  # nothing to download: the source is the local stdlib
+    if self.builder_config.python_version != platform.python_version():
+      raise ValueError(f"config {self.builder_config.name!r} needs Python "
+                       f"{self.builder_config.python_version}, running "
+                       f"{platform.python_version()}")
+    by_split: dict[str, list[dict[str, str]]] = {s: [] for s in extract.SPLITS}
+    for example in extract.extract(sysconfig.get_paths()["stdlib"]):
+      by_split[extract.split_of(example["module"])].append(example)
+    return {split: self._generate_examples(examples) for split, examples in by_split.items()}
+
+  def _generate_examples(self, examples: Sequence[dict[str, str]]
+                         ) -> Iterator[tuple[str, dict[str, str]]]:
+    version = self.builder_config.python_version
+    for example in examples:
+      yield example["id"], {**example, "python_version": version}

@@ -1,0 +1,35 @@
+"""The long-document module-search task "stdlib_modules" (`jaxemb eval --task
+stdlib_modules:test`): every module docstring of a split is a query, every module source of that
+split the corpus (up to ~4k tokens each), and the query's own module its one relevant document;
+metrics as `jaxemb.evaluate.retrieval` (nDCG@10, ...), baseline "bm25" (lexical)."""
+
+from __future__ import annotations
+
+import functools
+from typing import Any
+
+from jaxemb.data import code_search
+from jaxemb.data.builders import stdlib_modules as corpus_builder
+from jaxemb.evaluate import retrieval as retrieval_lib
+from jaxemb.evaluate.registry import Task
+
+NAME = "stdlib_modules"
+
+
+@functools.lru_cache(maxsize=8)
+def retrieval_data(split: str, data_dir: str | None = None) -> dict[str, Any]:
+  """{queries, corpus, relevant} of `split`: query i's relevant document is module i."""
+  source = corpus_builder.load(split, data_dir)
+  rows = [corpus_builder.decode(source[i]) for i in range(len(source))]
+  return {"queries": [r["query"] for r in rows], "corpus": [r["code"] for r in rows],
+          "relevant": [{i} for i in range(len(rows))]}
+
+
+def evaluate_data(embed_fn, data: dict) -> dict[str, float]:
+  """Retrieval metrics of `embed_fn` on `retrieval_data`."""
+  return retrieval_lib.evaluate_retrieval(embed_fn, embed_fn, data["queries"], data["corpus"],
+                                          data["relevant"])
+
+
+TASK = Task(NAME, load=retrieval_data, evaluate=evaluate_data,
+            baselines={"bm25": ("BM25 (lexical)", code_search.bm25_data_metrics)})
