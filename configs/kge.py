@@ -18,6 +18,9 @@ import common
 
 ROWS = 8  # rows per step: divisible by 1, 2, 4, 8 devices
 TRAIN_TRIPLES = {"nations": 1592, "umls": 5216, "kinships": 8544}
+# Unique LCWA training queries per graph and target (`jaxemb.data.kg.lcwa_queries`; tested).
+TRAIN_QUERIES = {("nations", "tail"): 471, ("nations", "both"): 909, ("umls", "tail"): 810,
+                 ("umls", "both"): 1560, ("kinships", "tail"): 1689, ("kinships", "both"): 3131}
 
 RUNS = {
     "rotate_nations_default": dict(
@@ -39,6 +42,12 @@ RUNS = {
     "rotate_kinships_nssa32": dict(
         graph="kinships", interaction="rotate", dim=128, batch=512,
         objective=dict(loss="nssa", margin=9.0, adversarial_temperature=1.0, num_negatives=32)),
+    # LCWA (1-N) beside complex_umls_softplus (sLCWA): batch counts queries, scored against all
+    # entities, BCE over the multi-hot labels; both sides (tail and head queries).
+    "complex_umls_lcwa": dict(
+        graph="umls", interaction="complex", dim=128, batch=128,
+        objective=dict(training="lcwa", target="both", loss="bce", regularizer_weight=0.01,
+                       regularizer_p=2.0, regularizer_normalize=True)),
 }
 
 
@@ -54,10 +63,13 @@ def get_config(arg=None):
     c.model.p = run["p"]
   # A step reads ROWS rows of batch / ROWS triples (see the recipe): PyKEEN's batch per step.
   c.data = dict(graph=run["graph"], data_dir="", triples_per_row=run["batch"] // ROWS)
-  c.objective = dict(sampler="basic", **run["objective"])
+  lcwa = run["objective"].get("training") == "lcwa"
+  c.objective = dict(run["objective"]) if lcwa else dict(sampler="basic", **run["objective"])
   c.optim = dict(lr=1e-2, b1=0.9, b2=0.999, eps=1e-8, weight_decay=0.0, clip_norm=0.0)
   c.batch_size = ROWS
-  steps_per_epoch = math.ceil(TRAIN_TRIPLES[run["graph"]] / run["batch"])
+  examples = (TRAIN_QUERIES[run["graph"], run["objective"]["target"]] if lcwa
+              else TRAIN_TRIPLES[run["graph"]])
+  steps_per_epoch = math.ceil(examples / run["batch"])
   c.total_steps = steps_per_epoch * opts.epochs
   c.log_every = steps_per_epoch * 10
   c.eval_every = steps_per_epoch * 20

@@ -18,7 +18,8 @@ from jaxemb.data import pipeline
 from jaxemb.data.builders import kg_triples
 from jaxemb.data.builders.kg_triples.parse import index_directory, read_triples
 
-__all__ = ["Graph", "ShuffledChunks", "TripleSource", "index_directory", "load", "read_triples", "synthetic"]
+__all__ = ["Graph", "LCWA_TARGETS", "ShuffledChunks", "TripleSource", "index_directory", "lcwa_queries",
+           "load", "read_triples", "synthetic"]
 
 
 @dataclasses.dataclass
@@ -87,6 +88,43 @@ class TripleSource:
 # Training triples as rows of `chunk` triples ({"triple": int32 [chunk, 3]}), reshuffled every
 # epoch, random access (see `jaxemb.data.pipeline.ShuffledChunks`).
 ShuffledChunks = functools.partial(pipeline.ShuffledChunks, key="triple", width=3)
+
+LCWA_TARGETS = ("tail", "both")
+
+
+def lcwa_queries(triples: np.ndarray, target: str = "tail") -> np.ndarray:
+  """The unique 1-N training queries of id triples `[N, 3]` (PyKEEN's LCWA instances).
+
+  Each row is `(side, entity, relation, answer_1, ..., answer_M)`: side 0 is the query
+  (entity, relation, ?) whose answers are the tails of the training triples with that head and
+  relation; side 1 (only with `target="both"`) is (?, relation, entity) with the heads as
+  answers. Answers are sorted and padded with -1 to M, the most answers of any query. Rows are
+  ordered by (side, entity, relation). PyKEEN's default LCWA target is the tail only.
+  """
+  if target not in LCWA_TARGETS:
+    raise ValueError(f"LCWA target {target!r} is not one of {LCWA_TARGETS}")
+  triples = np.asarray(triples, np.int64)
+  if triples.ndim != 2 or triples.shape[1] != 3 or not len(triples):
+    raise ValueError(f"triples must be a non-empty [N, 3] array, got {triples.shape}")
+  sides = [(0, triples[:, [0, 1, 2]])]
+  if target == "both":
+    sides.append((1, triples[:, [2, 1, 0]]))
+  groups = []
+  for side, rows in sides:
+    rows = np.unique(rows, axis=0)  # sorted by (entity, relation, answer)
+    keys, start, count = np.unique(rows[:, :2], axis=0, return_index=True, return_counts=True)
+    groups.append((side, keys, start, count, rows[:, 2]))
+  width = max(int(g[3].max()) for g in groups)
+  out = []
+  for side, keys, start, count, answers in groups:
+    block = np.full((len(keys), 3 + width), -1, np.int64)
+    block[:, 0], block[:, 1:3] = side, keys
+    # Answer j of query q sits at answers[start[q] + j]; scatter them into the padded columns.
+    q = np.repeat(np.arange(len(keys)), count)
+    j = np.arange(len(answers)) - np.repeat(start, count)
+    block[q, 3 + j] = answers
+    out.append(block)
+  return np.concatenate(out).astype(np.int32)
 
 def synthetic(num_entities: int, num_relations: int, num_triples: int, *, seed: int = 0,
               exponent: float = 1.0, valid_fraction: float = 0.01,

@@ -117,6 +117,29 @@ def lcwa_cross_entropy(scores: jax.Array, labels: jax.Array) -> LossOutput:
   return loss, {"loss": loss}
 
 
+LCWA_LOSSES = ("bce", "cross_entropy")
+
+
+def multi_hot(answers: jax.Array, num_entities: int) -> jax.Array:
+  """`[B, M]` answer ids padded with -1 -> `[B, num_entities]` float32 0/1 labels."""
+  b = answers.shape[0]
+  # Padding (-1) goes to an extra column that is dropped.
+  cols = jnp.where(answers < 0, num_entities, answers)
+  rows = jnp.broadcast_to(jnp.arange(b)[:, None], answers.shape)
+  return jnp.zeros((b, num_entities + 1), jnp.float32).at[rows, cols].set(1.0)[:, :num_entities]
+
+
+def lcwa_loss(name: str, scores: jax.Array, labels: jax.Array) -> LossOutput:
+  """Dispatch by name: one of LCWA_LOSSES on 1-N scores `[B, E]` and labels `[B, E]`."""
+  table = {"bce": lcwa_bce, "cross_entropy": lcwa_cross_entropy}
+  if name not in table:
+    raise ValueError(f"unknown LCWA loss {name!r}; expected one of {LCWA_LOSSES}")
+  if scores.shape != labels.shape or scores.ndim != 2:
+    raise ValueError(f"expected scores and labels [B, E], got shapes {scores.shape} and "
+                     f"{labels.shape}")
+  return table[name](scores, labels)
+
+
 # ---------------------------------------------------------------------------------------------
 # Regulariser.
 

@@ -10,6 +10,11 @@ sLCWA loss (margin ranking, softplus, BCE, cross-entropy, NSSA) plus an optional
 are applied (TransE/DistMult entity L2 norm, RotatE unit modulus), as PyKEEN does after each
 optimiser step. The optimiser is plain Adam at a constant rate (PyKEEN's default, lr 1e-2).
 
+With `objective.training="lcwa"` a batch instead holds "query" rows of unique 1-N queries
+(`kg.lcwa_queries`: (head, relation) -> all tails, plus (relation, tail) -> all heads with
+`objective.target="both"`), `triples_per_row` queries per row (PyKEEN's LCWA batch counts
+queries), scored against every entity with multi-hot labels (loss bce or cross_entropy).
+
 Config sections:
   model:     interaction (transe|distmult|complex|rotate|tucker|nfe), dim, [relation_dim, p,
              gamma, dropout, row_axis ("fsdp": look rows up shard-locally, see KGEModel)]
@@ -17,7 +22,8 @@ Config sections:
              [data_dir], triples_per_row (config.batch_size counts rows of this many triples)
   objective: loss, [margin, adversarial_temperature], num_negatives, sampler (basic|bernoulli),
              regularizer_weight (0: none), regularizer_p, regularizer_normalize,
-             negative_scoring (auto|gather|matmul, see `use_matmul`)
+             negative_scoring (auto|gather|matmul, see `use_matmul`), training (slcwa|lcwa),
+             target (LCWA: tail|both)
 Evaluators: `dict(split="validation"|"test", [budget=2**24 floats])`: filtered both-sides realistic
 ranks, logged as `<split>/mrr`, `<split>/mr`, `<split>/hits@{1,3,10}`, `<split>/amri`.
 Entity tables are named ("entity", "embed"): a rule ("entity", "fsdp") shards them by rows.
@@ -25,6 +31,7 @@ Entity tables are named ("entity", "embed"): a rule ("entity", "fsdp") shards th
 
 from __future__ import annotations
 
+import functools
 from typing import Any, Mapping
 
 import jax
@@ -34,7 +41,7 @@ import optax
 from flax import nnx
 
 from jaxemb import functional
-from jaxemb.data import kg
+from jaxemb.data import kg, pipeline
 from jaxemb.evaluate import link_prediction
 from jaxemb.nn import kge as kge_nn
 from jaxemb.objectives import kge as kge_obj
@@ -45,9 +52,10 @@ MODEL_KEYS = frozenset({"interaction", "dim", "relation_dim", "p", "gamma", "dro
 DATA_KEYS = frozenset({"graph", "data_dir", "triples_per_row"})
 OBJECTIVE_KEYS = frozenset({"loss", "margin", "adversarial_temperature", "num_negatives",
                             "sampler", "regularizer_weight", "regularizer_p",
-                            "regularizer_normalize", "negative_scoring"})
+                            "regularizer_normalize", "negative_scoring", "training", "target"})
 EVALUATOR_KEYS = frozenset({"split", "budget"})
 SAMPLERS = ("basic", "bernoulli")
+TRAINING = ("slcwa", "lcwa")
 NEGATIVE_SCORING = ("auto", "gather", "matmul")
 
 
@@ -74,7 +82,7 @@ def loss_options(objective: Mapping[str, Any]) -> dict[str, float]:
 
 
 class KGERecipe(Recipe):
-  """sLCWA training of a `jaxemb.nn.kge.KGEModel` on one graph."""
+  """sLCWA or LCWA training of a `jaxemb.nn.kge.KGEModel` on one graph."""
 
   config_keys = frozenset({"model", "data", "objective"})
   # The metrics a final before/after table should show (for `jaxemb train`'s summary).
@@ -88,9 +96,16 @@ class KGERecipe(Recipe):
         raise ValueError(f"config.{section} is missing (keys: {sorted(keys)})")
       check_keys(section, config[section], keys)
     obj = config.objective
-    if obj.get("loss") not in kge_obj.SLCWA_LOSSES:
-      raise ValueError(f"config.objective.loss={obj.get('loss')!r} is not one of "
-                       f"{kge_obj.SLCWA_LOSSES}")
+    self.training = obj.get("training", "slcwa")
+    if self.training not in TRAINING:
+      raise ValueError(f"config.objective.training={self.training!r} is not one of {TRAINING}")
+    losses = kge_obj.SLCWA_LOSSES if self.training == "slcwa" else kge_obj.LCWA_LOSSES
+    if obj.get("loss") not in losses:
+      raise ValueError(f"config.objective.loss={obj.get('loss')!r} is not one of {losses} "
+                       f"(training {self.training!r})")
+    if obj.get("target", "tail") not in kg.LCWA_TARGETS:
+      raise ValueError(f"config.objective.target={obj.get('target')!r} is not one of "
+                       f"{kg.LCWA_TARGETS}")
     if obj.get("sampler", "basic") not in SAMPLERS:
       raise ValueError(f"config.objective.sampler={obj.get('sampler')!r} is not one of "
                        f"{SAMPLERS}")
@@ -123,6 +138,8 @@ class KGERecipe(Recipe):
                         self.graph.num_relations, rngs)
 
   def loss(self, model, extra_params, batch, key):
+    if self.training == "lcwa":
+      return self._lcwa_loss(model, batch, key)
     obj = self.config.objective
     pos = batch["triple"].reshape(-1, 3)  # rows of `triples_per_row` triples -> [B, 3]
     corrupt_key, dropout_key = jax.random.split(key)
@@ -148,27 +165,58 @@ class KGERecipe(Recipe):
       neg_scores = model.score_hrt(neg[..., 0], neg[..., 1], neg[..., 2],
                                    dropout_key=neg_key if use_dropout else None)
     loss, metrics = kge_obj.slcwa_loss(obj.loss, pos_scores, neg_scores, **loss_options(obj))
+    flat = neg.reshape(-1, 3)
+    return self._regularize(loss, metrics, lambda: [
+        *model.rows(pos[:, 0], pos[:, 1], pos[:, 2]),
+        *model.rows(flat[:, 0], flat[:, 1], flat[:, 2])], model.dim)
+
+  def _regularize(self, loss, metrics, rows, dim):
+    """loss + weight * Lp(rows()) when `objective.regularizer_weight` is set."""
+    obj = self.config.objective
     weight = float(obj.get("regularizer_weight", 0.0))
-    if weight:
-      flat = neg.reshape(-1, 3)
-      rows = [*model.rows(pos[:, 0], pos[:, 1], pos[:, 2]),
-              *model.rows(flat[:, 0], flat[:, 1], flat[:, 2])]
-      reg = weight * kge_obj.lp_regularizer(
-          rows, p=float(obj.get("regularizer_p", 2.0)), dim=model.dim,
-          normalize=bool(obj.get("regularizer_normalize", True)))
-      metrics = {**metrics, "regularizer": reg}
-      loss = loss + reg
-      metrics["loss"] = loss
-    return loss, metrics
+    if not weight:
+      return loss, metrics
+    reg = weight * kge_obj.lp_regularizer(
+        rows(), p=float(obj.get("regularizer_p", 2.0)), dim=dim,
+        normalize=bool(obj.get("regularizer_normalize", True)))
+    loss = loss + reg
+    return loss, {**metrics, "regularizer": reg, "loss": loss}
+
+  def _lcwa_loss(self, model, batch, key):
+    """1-N loss: each query `(side, entity, relation, answers...)` scored against every entity
+    (side 0: tails of (entity, relation, ?); side 1: heads of (?, relation, entity)), labels
+    multi-hot over its answers (PyKEEN's LCWA training loop)."""
+    obj = self.config.objective
+    q = batch["query"].reshape(-1, batch["query"].shape[-1])
+    side, ent_id, rel_id, answers = q[:, 0], q[:, 1], q[:, 2], q[:, 3:]
+    dropout = model.interaction == "tucker" and any(model.dropout)
+    if dropout:  # the matrix-product forms carry no dropout
+      tail_key, head_key = jax.random.split(key)
+      tails = model.score_t(ent_id, rel_id, dropout_key=tail_key)
+      heads = lambda: model.score_h(rel_id, ent_id, dropout_key=head_key)
+    else:
+      tails = model.score_t_matmul(ent_id, rel_id)
+      heads = lambda: model.score_h_matmul(rel_id, ent_id)
+    scores = tails if obj.get("target", "tail") == "tail" else jnp.where(
+        side[:, None] == 0, tails, heads())
+    labels = kge_obj.multi_hot(answers, self.graph.num_entities)
+    loss, metrics = kge_obj.lcwa_loss(obj.loss, scores, labels)
+    # PyKEEN's 1-N scoring looks up the query's entity and relation and the whole entity table.
+    return self._regularize(loss, metrics, lambda: [
+        *model.rows(ent_id, rel_id, ent_id)[:2], model.entity[...]], model.dim)
 
   def train_data(self) -> TrainData:
+    """Rows of `data.triples_per_row` triples (sLCWA) or LCWA queries (see `kg.lcwa_queries`),
+    shuffled by the source itself (per epoch, from the seed): the loop reads rows in order."""
     c = self.config
     chunk = int(c.data.get("triples_per_row", 1))
-    triples = c.total_steps * c.batch_size * chunk
-    epochs = -(-triples // len(self.graph.train)) + 1
-    # Shuffled by the source itself (per epoch, from the seed): the loop reads rows in order.
-    return TrainData(kg.ShuffledChunks(self.graph.train, chunk, seed=c.seed, epochs=epochs),
-                     shuffle=False)
+    if self.training == "lcwa":
+      rows = kg.lcwa_queries(self.graph.train, c.objective.get("target", "tail"))
+      source = functools.partial(pipeline.ShuffledChunks, key="query", width=rows.shape[1])
+    else:
+      rows, source = self.graph.train, kg.ShuffledChunks
+    epochs = -(-c.total_steps * c.batch_size * chunk // len(rows)) + 1
+    return TrainData(source(rows, chunk, seed=c.seed, epochs=epochs), shuffle=False)
 
   # --- optional ------------------------------------------------------------------------------
 
