@@ -267,7 +267,8 @@ def encode(model: EmbeddingModel, texts: Sequence[str], *, batch_size: int = 64,
       are split over all of its devices and the parameters stay where they are. Every
       process must then call `encode` with the same texts. Default: this process's devices.
     truncate_dim: keep the first `truncate_dim` dimensions (1 .. model.dim) of the pooled
-      vector, then normalise (Matryoshka-style embeddings); all by default.
+      vector, then normalise (Matryoshka-style embeddings); by default `model.truncate_dim`
+      (set by a directory exported with one), else all.
     layer: pool the hidden states of this layer (1-based, 1 .. the encoder's layers; the last
       by default), e.g. for 2D-Matryoshka / Starbucks models; later layers are not computed.
 
@@ -275,6 +276,8 @@ def encode(model: EmbeddingModel, texts: Sequence[str], *, batch_size: int = 64,
     float32 array [len(texts), truncate_dim or D] in input order.
   """
   texts = _check_texts(texts)
+  if truncate_dim is None:
+    truncate_dim = getattr(model, "truncate_dim", None)
   return encode_tokens(model, tokenize(model, texts) if texts else [], batch_size=batch_size,
                        normalize=normalize, show_progress=show_progress, mesh=mesh,
                        truncate_dim=truncate_dim, layer=layer)

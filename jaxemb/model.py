@@ -24,6 +24,8 @@ class EmbeddingModel:
     prompts: named prompts prepended to texts (sentence-transformers'
       `config_sentence_transformers.json`), e.g. {"query": "query: "}.
     default_prompt_name: the prompt used when `encode` is given none.
+    truncate_dim: the embedding size `encode` returns when given none (the first dims,
+      re-normalised); None keeps all. Saved as sentence-transformers' `truncate_dim`.
   """
 
   module: SentenceEmbedder
@@ -33,6 +35,7 @@ class EmbeddingModel:
   encoder_config: dict = dataclasses.field(default_factory=dict)
   prompts: dict[str, str] = dataclasses.field(default_factory=dict)
   default_prompt_name: str | None = None
+  truncate_dim: int | None = None
 
   @property
   def dim(self) -> int:

@@ -73,3 +73,22 @@ class SentenceEmbedder(nnx.Module):
     if truncate_dim is not None:
       pooled = pooled[:, :truncate_dim]
     return l2_normalize(pooled) if normalize else pooled.astype(jnp.float32)
+
+
+def layer_embeddings(embedder: SentenceEmbedder, input_ids: jax.Array, attention_mask: jax.Array,
+                     *, deterministic: bool = True) -> jax.Array:
+  """Pooled embeddings of every hidden state from one encoder pass: float32 `[L + 1, B, D]`.
+
+  Index 0 pools the embedding-layer output and index `l` the output of layer `l`, as Hugging
+  Face `hidden_states` (so `[-1]` is the full model before normalisation); the module's pooler
+  is applied to each layer's states. Not normalised: the elastic objectives
+  (`jaxemb.objectives.elastic`) normalise after truncating, as `SentenceEmbedder(...,
+  layer=l, truncate_dim=d)` does. Row `l` equals `embedder(..., layer=l, normalize=False)`.
+  """
+  if embedder.pooler.kind == "multi_layer":
+    raise ValueError("layer_embeddings needs a pooler of one layer's states; 'multi_layer' "
+                     "pooling weighs all layers together")
+  out = embedder.encoder(input_ids, attention_mask, deterministic=deterministic,
+                         output_hidden_states=True)
+  return jnp.stack([embedder.pooler(h, attention_mask).astype(jnp.float32)
+                    for h in out.hidden_states])

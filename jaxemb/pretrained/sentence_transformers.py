@@ -135,6 +135,7 @@ def load_pretrained(name_or_path: str | os.PathLike, *, dtype: str = "float32",
   model = EmbeddingModel(module=module, tokenizer=tokenizer, max_seq_length=int(max_len),
                          name=str(name_or_path), encoder_config=hf_config)
   model.prompts, model.default_prompt_name = _read_prompts(directory)
+  model.truncate_dim = _read_truncate_dim(directory, cfg.hidden_size)
   return model
 
 
@@ -154,12 +155,29 @@ def _read_prompts(directory: Path) -> tuple[dict[str, str], str | None]:
   return dict(prompts), default
 
 
-def save_pretrained(model: EmbeddingModel, directory: str | os.PathLike) -> Path:
+def _read_truncate_dim(directory: Path, dim: int) -> int | None:
+  """sentence-transformers' `truncate_dim` from config_sentence_transformers.json, or None."""
+  path = directory / "config_sentence_transformers.json"
+  value = (json.loads(path.read_text(encoding="utf-8")) if path.is_file() else {}).get(
+      "truncate_dim")
+  if value is not None and (not isinstance(value, int) or isinstance(value, bool)
+                            or not 1 <= value <= dim):
+    raise ValueError(f"{path}: truncate_dim={value!r}; expected an int in [1, {dim}]")
+  return value
+
+
+def save_pretrained(model: EmbeddingModel, directory: str | os.PathLike, *,
+                    truncate_dim: int | None = None) -> Path:
   """Writes `model` as a sentence-transformers directory (atomically: all files or none).
 
   The result loads with `sentence_transformers.SentenceTransformer(directory)` and with
-  `jaxemb.load_pretrained(directory)`.
+  `jaxemb.load_pretrained(directory)`. `truncate_dim` (default: `model.truncate_dim`) is
+  stored as sentence-transformers' `truncate_dim`: both libraries then encode to that size.
   """
+  if truncate_dim is None:
+    truncate_dim = getattr(model, "truncate_dim", None)
+  if truncate_dim is not None:
+    model.module.check_size(None, truncate_dim)
   kind = model.module.pooler.kind
   flag = {v: k for k, v in _ST_POOLING.items()}.get(kind)
   if flag is None:
@@ -193,7 +211,8 @@ def save_pretrained(model: EmbeddingModel, directory: str | os.PathLike) -> Path
     (tmp / "config_sentence_transformers.json").write_text(
         json.dumps({"__version__": {"jaxemb": "0.1.0"}, "similarity_fn_name": "cosine",
                     "prompts": dict(getattr(model, "prompts", None) or {}),
-                    "default_prompt_name": getattr(model, "default_prompt_name", None)},
+                    "default_prompt_name": getattr(model, "default_prompt_name", None),
+                    **({} if truncate_dim is None else {"truncate_dim": int(truncate_dim)})},
                    indent=2))
     # mkdtemp makes the directory 0700 and safetensors writes 0600: give both the modes a plain
     # mkdir / open would (umask applied), so others can read the model as with any other files.

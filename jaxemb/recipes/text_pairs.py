@@ -8,7 +8,8 @@ Config sections: `model` (pretrained weights or an encoder built from options, p
 tokenizer), `data` (a dataset of `jaxemb.data.registry`), `objective` (a loss of
 `PAIR_LOSSES`), `gradcache_chunk` (> 0: exact full-batch gradients chunk by chunk).
 Evaluators: `dict(task=NAME, split=..., [baseline=NAME], [data_dir=...], [batch_size=...])`
-for a task of `jaxemb.tasks`. Export: a sentence-transformers directory.
+for a task of `jaxemb.tasks`, with `grid=dict(layers=..., dims=...)` for every (layer, dim)
+size. Export: a sentence-transformers directory (`export_truncate_dim`: with `truncate_dim`).
 """
 
 from __future__ import annotations
@@ -30,8 +31,11 @@ from jaxemb.recipes.base import Recipe, TrainData, check_keys, evaluator_specs
 MODEL_KEYS = frozenset({"encoder", "encoder_options", "pooling", "pooling_options", "normalize",
                         "pretrained", "tokenizer", "dtype", "max_seq_length"})
 OBJECTIVE_KEYS = frozenset({"name", "scale", "learnable_scale", "max_scale", "bias",
-                            "symmetric", "label_smoothing", "dims", "weights"})
-EVALUATOR_KEYS = frozenset({"task", "split", "baseline", "data_dir", "batch_size"})
+                            "symmetric", "label_smoothing", "dims", "weights",
+                            "n_layers_per_step", "kl_weight", "kl_temperature",
+                            "last_layer_weight", "prior_layers_weight", "layer_weighting",
+                            "pairs", "renormalize"})
+EVALUATOR_KEYS = frozenset({"task", "split", "baseline", "data_dir", "batch_size", "grid"})
 
 
 # ---------------------------------------------------------------------------------------------
@@ -63,19 +67,47 @@ PAIR_LOSSES: dict[str, Callable] = {
         q, d, tuple(c["dims"]), tuple(c.get("weights") or ()) or None,
         hard_negatives=negatives),
 }
+
+# Losses over per-layer pooled embeddings `[L + 1, B, D]` (`nn.embedder.layer_embeddings`):
+# (config, q_layers, d_layers, extra, negative layers [L + 1, B, K, D] or None, step key).
+LAYER_LOSSES: dict[str, Callable] = {
+    # 2DMSE as sentence-transformers' Matryoshka2dLoss: the last layer and one sampled prior
+    # layer per step (objective.n_layers_per_step), each at a sampled size of objective.dims,
+    # plus the KL alignment to the last layer (objective.kl_weight, kl_temperature 0.3).
+    "2dmse": lambda c, q, d, extra, negatives, key: elastic.two_d_matryoshka(
+        functools.partial(objectives.info_nce, scale=_scale(c, extra),
+                          symmetric=c.get("symmetric", True),
+                          label_smoothing=c.get("label_smoothing", 0.0)),
+        q, d, tuple(c["dims"]), key, tuple(c.get("weights") or ()) or None,
+        n_layers_per_step=c.get("n_layers_per_step", 1),
+        last_layer_weight=c.get("last_layer_weight", 1.0),
+        prior_layers_weight=c.get("prior_layers_weight", 1.0),
+        kl_weight=c.get("kl_weight", 1.0), kl_temperature=c.get("kl_temperature", 0.3),
+        layer_weighting=c.get("layer_weighting", "linear")),
+    # Starbucks: every (layer, dim) of objective.pairs every step, CE plus KL to the full
+    # model's detached in-batch scores (objective.kl_weight); default pairs: MiniLM's.
+    "starbucks": lambda c, q, d, extra, negatives, key: elastic.starbucks(
+        q, d, tuple(tuple(p) for p in (c.get("pairs") or elastic.MINILM_PAIRS)),
+        scale=_scale(c, extra), kl_weight=c.get("kl_weight", 1.0), hard_negatives=negatives,
+        symmetric=c.get("symmetric", False), renormalize=c.get("renormalize", True)),
+}
 # Losses that use hard negatives; the others would silently ignore "neg_ids".
-TAKES_NEGATIVES = frozenset({"info_nce", "matryoshka"})
+TAKES_NEGATIVES = frozenset({"info_nce", "matryoshka", "starbucks"})
 
 
 def pair_loss(config: Mapping[str, Any]) -> Callable:
   """`loss(q, d, batch, extra, negatives) -> (loss, metrics)` for `config["name"]`."""
   name = config.get("name")
-  if name not in PAIR_LOSSES:
+  if name not in PAIR_LOSSES and name not in LAYER_LOSSES:
     raise ValueError(f"unknown objective {name!r} for recipe text_pairs; valid: "
-                     f"{sorted(PAIR_LOSSES)}")
-  if name == "matryoshka" and not config.get("dims"):
-    raise ValueError("objective 'matryoshka' needs objective.dims (nested prefix sizes, e.g. "
+                     f"{sorted({**PAIR_LOSSES, **LAYER_LOSSES})}")
+  if name in ("matryoshka", "2dmse") and not config.get("dims"):
+    raise ValueError(f"objective {name!r} needs objective.dims (nested prefix sizes, e.g. "
                      "(384, 256, 128, 64, 32))")
+  if name in LAYER_LOSSES:
+    fn = LAYER_LOSSES[name]
+    return lambda q, d, batch, extra, negatives=None, key=None: fn(config, q, d, extra,
+                                                                  negatives, key)
   fn = PAIR_LOSSES[name]
   return lambda q, d, batch, extra, negatives=None: fn(config, q, d, batch, extra, negatives)
 
@@ -121,7 +153,8 @@ def load_text_model(model_config: Mapping[str, Any]):
 class TextPairs(Recipe):
   """Contrastive (or regression/distillation) training of a `SentenceEmbedder`."""
 
-  config_keys = frozenset({"model", "data", "objective", "gradcache_chunk"})
+  config_keys = frozenset({"model", "data", "objective", "gradcache_chunk",
+                           "export_truncate_dim"})
   table_metrics = ("mrr@10", "ndcg@10", "recall@1", "recall@10", "recall@100")
 
   def __init__(self, config: ml_collections.ConfigDict):
@@ -132,6 +165,10 @@ class TextPairs(Recipe):
     self.gradcache_chunk = int(config.get("gradcache_chunk", 0) or 0)
     if self.gradcache_chunk and config.get("microbatches", 1) > 1:
       raise ValueError("choose microbatches or gradcache_chunk, not both")
+    self.by_layer = config.objective.name in LAYER_LOSSES
+    if self.gradcache_chunk and self.by_layer:
+      raise ValueError(f"gradcache_chunk does not support objective "
+                       f"{config.objective.name!r} (it needs every layer's embeddings)")
     if self.gradcache_chunk and objective_params(config.objective):
       raise ValueError("gradcache_chunk does not support a learnable scale "
                        "(objective.learnable_scale=True)")
@@ -160,6 +197,8 @@ class TextPairs(Recipe):
     return objective_params(self.config.objective)
 
   def loss(self, model, extra_params, batch, key):
+    if self.by_layer:
+      return self._layer_loss(model, extra_params, batch, key)
     q = model(batch["query_ids"], batch["query_mask"], deterministic=False)
     negatives = None
     if "neg_ids" in batch:
@@ -176,6 +215,23 @@ class TextPairs(Recipe):
     if "log_scale" in extra_params:
       metrics = {**metrics, "scale": jnp.exp(extra_params["log_scale"])}
     return loss, metrics
+
+  def _layer_loss(self, model, extra_params, batch, key):
+    """A `LAYER_LOSSES` objective on every layer's pooled embeddings (one pass per side)."""
+    from jaxemb.nn.embedder import layer_embeddings
+    embed = lambda ids, mask: layer_embeddings(model, ids, mask, deterministic=False)
+    negatives = None
+    if "neg_ids" in batch:
+      if self.config.objective.name not in TAKES_NEGATIVES:
+        raise ValueError(f"objective {self.config.objective.name!r} does not use hard "
+                         f"negatives, but the batch has 'neg_ids'; use one of "
+                         f"{sorted(TAKES_NEGATIVES)}")
+      b, k, l = batch["neg_ids"].shape
+      negatives = embed(batch["neg_ids"].reshape(b * k, l), batch["neg_mask"].reshape(b * k, l))
+      negatives = negatives.reshape(negatives.shape[0], b, k, -1)
+    q = embed(batch["query_ids"], batch["query_mask"])
+    d = embed(batch["doc_ids"], batch["doc_mask"])
+    return self._loss(q, d, batch, extra_params, negatives, key)
 
   def value_and_grad(self, graph, loss_fn, params, batch, key):
     if not self.gradcache_chunk:
@@ -224,8 +280,12 @@ class TextPairs(Recipe):
     if not isinstance(module.encoder, TransformerEncoder):
       raise ValueError(f"config.export: a {type(module.encoder).__name__} has no "
                        "sentence-transformers format; only transformer encoders export")
+    # export_truncate_dim > 0: the directory says `truncate_dim` (sentence-transformers and
+    # `jaxemb.load_pretrained` then encode to that many dims).
+    truncate_dim = int(self.config.get("export_truncate_dim", 0) or 0) or None
     if jax.process_index() == 0:
-      save_pretrained(self.embedding_model(module, name=directory), directory)
+      save_pretrained(self.embedding_model(module, name=directory), directory,
+                      truncate_dim=truncate_dim)
     return directory
 
 
@@ -248,6 +308,8 @@ def text_evaluator(specs, text_model, mesh=None) -> Callable | None:
     if spec.get("baseline") and spec["baseline"] not in task.baselines:
       raise ValueError(f"task {task.name!r} has no baseline {spec['baseline']!r}; it has "
                        f"{sorted(task.baselines) or 'none'}")
+    if spec.get("grid") is not None:
+      check_grid(spec["grid"])
     plans.append((task, spec.get("split", "validation"), spec))
   if any(not spec.get("baseline") for _, _, spec in plans) and text_model is None:
     raise ValueError("text evaluators need a tokenizer: set config.model.pretrained or "
@@ -268,12 +330,62 @@ def text_evaluator(specs, text_model, mesh=None) -> Callable | None:
         out.update(baseline_cache[i])
         continue
       model = EmbeddingModel(module, text_model.tokenizer, text_model.max_seq_length)
-      embed = lambda texts: encode(model, texts, batch_size=spec.get("batch_size", 64),
-                                   show_progress=False, mesh=mesh)
+      embed = lambda texts, layer=None: encode(model, texts, layer=layer, mesh=mesh,
+                                               batch_size=spec.get("batch_size", 64),
+                                               show_progress=False)
+      if spec.get("grid") is not None:
+        out.update(grid_metrics(task, split, embed, spec["grid"], module, data_dir))
+        continue
       out.update(prefix_metrics(split, tasks.evaluate(task, split, embed, data_dir)))
     return out
 
   return evaluate
+
+
+def check_grid(grid: Mapping[str, Any]) -> tuple[tuple[int, ...], tuple[int, ...]]:
+  """(layers, dims) of an evaluator's `grid=dict(layers=..., dims=...)`; ValueError if bad."""
+  if not isinstance(grid, Mapping) or set(grid) != {"layers", "dims"}:
+    raise ValueError(f"evaluator grid={grid!r}; expected dict(layers=(...), dims=(...))")
+  out = []
+  for name in ("layers", "dims"):
+    values = tuple(grid[name])
+    if not values or not all(isinstance(v, int) and not isinstance(v, bool) and v >= 1
+                             for v in values):
+      raise ValueError(f"evaluator grid {name}={grid[name]!r}; expected positive ints")
+    out.append(values)
+  return out[0], out[1]
+
+
+def grid_metrics(task, split: str, embed: Callable, grid: Mapping[str, Any], module,
+                 data_dir: str | None = None) -> dict[str, float]:
+  """`task`'s metrics at every (layer, dim) of `grid`, as `<split>/L<layer>_d<dim>/<metric>`.
+
+  `embed(texts, layer)` returns normalised full-width embeddings of that layer; each text list
+  is encoded once per layer and truncated per dim (then re-normalised: the same vectors as
+  `encode(..., layer=l, truncate_dim=d)`, since a row's scale does not change its direction).
+  """
+  import numpy as np
+  from jaxemb.objectives.elastic import truncate_normalize
+  layers, dims = check_grid(grid)
+  for layer in layers:
+    for dim in dims:
+      module.check_size(layer, dim)
+  out = {}
+  for layer in layers:
+    cache: dict[tuple[str, ...], np.ndarray] = {}
+
+    def full(texts, layer=layer, cache=cache):
+      key = tuple(texts)
+      if key not in cache:
+        cache[key] = np.asarray(embed(list(texts), layer))
+      return cache[key]
+
+    for dim in dims:
+      at_size = lambda texts, dim=dim, full=full: np.asarray(
+          truncate_normalize(full(texts), dim))
+      out.update(prefix_metrics(f"{split}/L{layer}_d{dim}",
+                                tasks.evaluate(task, split, at_size, data_dir)))
+  return out
 
 
 RECIPE = TextPairs
