@@ -203,3 +203,20 @@ def test_starbucks_runlocal_trains_and_logs_the_grid(tmp_path):
   for layer, dim in [(2, 64), (2, 384), (6, 64), (6, 384)]:
     assert 0 <= final[f"validation[:64]/L{layer}_d{dim}/mrr@10"] <= 1
   assert jaxemb.load_pretrained(tmp_path / "run" / "export").truncate_dim == 96
+
+
+def test_colab_grid_reader_takes_the_last_grid_row(tmp_path):
+  import importlib.util
+  spec = importlib.util.spec_from_file_location(
+      "elastic_grid", Path(__file__).parent.parent / "colabs" / "elastic_grid.py")
+  elastic_grid = importlib.util.module_from_spec(spec)
+  spec.loader.exec_module(elastic_grid)
+  rows = [{"step": 0, "test/L2_d64/mrr@10": 0.1, "test/L6_d384/mrr@10": 0.5},
+          {"step": 50, "validation/mrr@10": 0.6, "loss": 1.0},
+          {"step": 100, "test/L2_d64/mrr@10": 0.3, "test/L6_d384/mrr@10": 0.7,
+           "test/L2_d64/recall@10": 0.9, "test_bm25/mrr@10": 0.2, "validation/L2_d64/mrr@10": 0}]
+  (tmp_path / "metrics.jsonl").write_text("\n".join(json.dumps(r) for r in rows))
+  assert elastic_grid.grid_from_metrics(tmp_path / "metrics.jsonl") == {(2, 64): 0.3,
+                                                                       (6, 384): 0.7}
+  assert elastic_grid.grid_from_metrics(tmp_path / "metrics.jsonl", metric="recall@10") == {
+      (2, 64): 0.9}
