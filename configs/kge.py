@@ -42,6 +42,12 @@ RUNS = {
     "rotate_kinships_nssa32": dict(
         graph="kinships", interaction="rotate", dim=128, batch=512,
         objective=dict(loss="nssa", margin=9.0, adversarial_temperature=1.0, num_negatives=32)),
+    # rotate_umls_nssa32 with LEMON-style negatives: half from the replaced entity's cluster
+    # of MiniLM label embeddings (16 clusters), half uniform.
+    "rotate_umls_lemon": dict(
+        graph="umls", interaction="rotate", dim=128, batch=512,
+        objective=dict(loss="nssa", margin=9.0, adversarial_temperature=1.0, num_negatives=32,
+                       sampler="lemon", lemon_clusters=16, lemon_mix=0.5)),
     # LCWA (1-N) beside complex_umls_softplus (sLCWA): batch counts queries, scored against all
     # entities, BCE over the multi-hot labels; both sides (tail and head queries).
     "complex_umls_lcwa": dict(
@@ -64,7 +70,7 @@ def get_config(arg=None):
   # A step reads ROWS rows of batch / ROWS triples (see the recipe): PyKEEN's batch per step.
   c.data = dict(graph=run["graph"], data_dir="", triples_per_row=run["batch"] // ROWS)
   lcwa = run["objective"].get("training") == "lcwa"
-  c.objective = dict(run["objective"]) if lcwa else dict(sampler="basic", **run["objective"])
+  c.objective = dict(run["objective"]) if lcwa else {"sampler": "basic", **run["objective"]}
   c.optim = dict(lr=1e-2, b1=0.9, b2=0.999, eps=1e-8, weight_decay=0.0, clip_norm=0.0)
   c.batch_size = ROWS
   examples = (TRAIN_QUERIES[run["graph"], run["objective"]["target"]] if lcwa

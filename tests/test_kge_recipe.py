@@ -151,7 +151,7 @@ def test_bad_config_raises(graph_dir, data_dir):
   with pytest.raises(ValueError, match="objective.loss"):
     KGERecipe(c)
   c = _config(graph_dir, data_dir)
-  c.objective.sampler = "lemon"
+  c.objective.sampler = "typed"
   with pytest.raises(ValueError, match="sampler"):
     KGERecipe(c)
   c = _config(graph_dir, data_dir)

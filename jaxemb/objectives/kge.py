@@ -18,6 +18,7 @@ NSSA's `adversarial_temperature` alpha multiplies the scores inside the softmax,
 
 from __future__ import annotations
 
+import functools
 import math
 from typing import Sequence
 
@@ -188,11 +189,16 @@ def corrupt_basic(key: jax.Array, triples: jax.Array, num_negatives: int,
   if num_entities < 2 or num_negatives < 1:
     raise ValueError(f"need num_entities >= 2 and num_negatives >= 1, got {num_entities}, "
                      f"{num_negatives}")
+  return _corrupt_halves(key, triples, num_negatives, num_entities)
+
+
+def _corrupt_halves(key, triples, num_negatives, num_entities, replace=None):
+  # The basic sampler's split: of the B*K copies, the first ceil(B*K / 2) get a new head.
   b = triples.shape[0]
   flat = jnp.repeat(triples, num_negatives, axis=0)
   n = flat.shape[0]
   corrupt_head = jnp.arange(n) < (n + 1) // 2
-  return _apply(key, flat, corrupt_head, num_entities).reshape(b, num_negatives, 3)
+  return _apply(key, flat, corrupt_head, num_entities, replace).reshape(b, num_negatives, 3)
 
 
 def corrupt_bernoulli(key: jax.Array, triples: jax.Array, num_negatives: int, num_entities: int,
@@ -210,12 +216,59 @@ def corrupt_bernoulli(key: jax.Array, triples: jax.Array, num_negatives: int, nu
   return _apply(replace, flat, corrupt_head.reshape(-1), num_entities).reshape(b, num_negatives, 3)
 
 
-def _apply(key, flat, corrupt_head, num_entities):
+def _apply(key, flat, corrupt_head, num_entities, replace=None):
+  # `replace(key, column) -> new ids` (default: uniform over the other entities).
   column = jnp.where(corrupt_head, flat[:, 0], flat[:, 2])
-  new = _replace(key, column, num_entities)
+  new = (replace or functools.partial(_replace, num_entities=num_entities))(key, column)
   h = jnp.where(corrupt_head, new, flat[:, 0])
   t = jnp.where(corrupt_head, flat[:, 2], new)
   return jnp.stack([h, flat[:, 1], t], axis=1)
+
+
+def cluster_tables(assignment: np.ndarray) -> dict[str, np.ndarray]:
+  """Entity -> cluster ids `[E]` as the int32 look-up tables `corrupt_clustered` takes:
+  "cluster" [E], "members" [E] (entity ids grouped by cluster), "start" / "size" [C] (each
+  cluster's slice of members) and "position" [E] (each entity's index inside its slice)."""
+  assignment = np.asarray(assignment)
+  if assignment.ndim != 1 or not len(assignment) or assignment.min() < 0:
+    raise ValueError(f"assignment must be a non-empty [E] array of cluster ids >= 0, got "
+                     f"shape {assignment.shape}")
+  members = np.argsort(assignment, kind="stable")
+  size = np.bincount(assignment)
+  start = np.concatenate([[0], np.cumsum(size)[:-1]])
+  position = np.empty_like(members)
+  position[members] = np.arange(len(members)) - start[assignment[members]]
+  return {k: v.astype(np.int32) for k, v in (("cluster", assignment), ("members", members),
+                                             ("start", start), ("size", size),
+                                             ("position", position))}
+
+
+def corrupt_clustered(key: jax.Array, triples: jax.Array, num_negatives: int, num_entities: int,
+                      tables: dict[str, jax.Array], mix: float) -> jax.Array:
+  """`[B, 3]` -> `[B, K, 3]`: LEMON-style negatives. Heads or tails are corrupted as
+  `corrupt_basic` does (first half of the B*K copies heads); each replacement is, with
+  probability `mix`, another member of the replaced entity's cluster (`cluster_tables`), else
+  uniform over the other entities (also when the cluster has no other member)."""
+  if num_entities < 2 or num_negatives < 1:
+    raise ValueError(f"need num_entities >= 2 and num_negatives >= 1, got {num_entities}, "
+                     f"{num_negatives}")
+  if not 0.0 <= float(mix) <= 1.0:
+    raise ValueError(f"mix must be in [0, 1], got {mix}")
+
+  def replace(key, column):
+    k_uniform, k_member, k_mix = jax.random.split(key, 3)
+    uniform = _replace(k_uniform, column, num_entities)
+    cluster = tables["cluster"][column]
+    others = tables["size"][cluster] - 1
+    # Uniform over the cluster's other members: index in [0, others), skipping the original.
+    j = jnp.minimum((jax.random.uniform(k_member, column.shape) * others).astype(column.dtype),
+                    jnp.maximum(others - 1, 0))
+    j = j + (j >= tables["position"][column]).astype(column.dtype)
+    same = tables["members"][tables["start"][cluster] + j]
+    use = (jax.random.uniform(k_mix, column.shape) < mix) & (others > 0)
+    return jnp.where(use, same, uniform)
+
+  return _corrupt_halves(key, triples, num_negatives, num_entities, replace)
 
 
 def bernoulli_head_probability(triples: np.ndarray, num_relations: int) -> np.ndarray:

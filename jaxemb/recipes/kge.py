@@ -20,10 +20,12 @@ Config sections:
              gamma, dropout, row_axis ("fsdp": look rows up shard-locally, see KGEModel)]
   data:      graph ("nations", "umls", "kinships" or a directory of train/valid/test.txt),
              [data_dir], triples_per_row (config.batch_size counts rows of this many triples)
-  objective: loss, [margin, adversarial_temperature], num_negatives, sampler (basic|bernoulli),
-             regularizer_weight (0: none), regularizer_p, regularizer_normalize,
-             negative_scoring (auto|gather|matmul, see `use_matmul`), training (slcwa|lcwa),
-             target (LCWA: tail|both)
+  objective: loss, [margin, adversarial_temperature], num_negatives,
+             sampler (basic|bernoulli|lemon), regularizer_weight (0: none), regularizer_p,
+             regularizer_normalize, negative_scoring (auto|gather|matmul, see `use_matmul`),
+             training (slcwa|lcwa), target (LCWA: tail|both); sampler "lemon" (see
+             `kge_lemon`): lemon_clusters (k, default 16), lemon_mix (share of negatives drawn
+             from the replaced entity's label cluster, default 0.5), lemon_encoder
 Evaluators: `dict(split="validation"|"test", [budget=2**24 floats])`: filtered both-sides realistic
 ranks, logged as `<split>/mrr`, `<split>/mr`, `<split>/hits@{1,3,10}`, `<split>/amri`.
 Entity tables are named ("entity", "embed"): a rule ("entity", "fsdp") shards them by rows.
@@ -42,9 +44,11 @@ from flax import nnx
 
 from jaxemb import functional
 from jaxemb.data import kg, pipeline
+from jaxemb.data.builders.kg_triples import default_data_dir
 from jaxemb.evaluate import link_prediction
 from jaxemb.nn import kge as kge_nn
 from jaxemb.objectives import kge as kge_obj
+from jaxemb.recipes import kge_lemon
 from jaxemb.recipes.base import Recipe, TrainData, check_keys, evaluator_specs
 
 MODEL_KEYS = frozenset({"interaction", "dim", "relation_dim", "p", "gamma", "dropout",
@@ -52,9 +56,10 @@ MODEL_KEYS = frozenset({"interaction", "dim", "relation_dim", "p", "gamma", "dro
 DATA_KEYS = frozenset({"graph", "data_dir", "triples_per_row"})
 OBJECTIVE_KEYS = frozenset({"loss", "margin", "adversarial_temperature", "num_negatives",
                             "sampler", "regularizer_weight", "regularizer_p",
-                            "regularizer_normalize", "negative_scoring", "training", "target"})
+                            "regularizer_normalize", "negative_scoring", "training", "target",
+                            "lemon_clusters", "lemon_mix", "lemon_encoder"})
 EVALUATOR_KEYS = frozenset({"split", "budget"})
-SAMPLERS = ("basic", "bernoulli")
+SAMPLERS = ("basic", "bernoulli", "lemon")
 TRAINING = ("slcwa", "lcwa")
 NEGATIVE_SCORING = ("auto", "gather", "matmul")
 
@@ -123,6 +128,15 @@ class KGERecipe(Recipe):
     if obj.get("sampler", "basic") == "bernoulli":
       self.head_probability = kge_obj.bernoulli_head_probability(
           self.graph.train, self.graph.num_relations)
+    self.clusters = None
+    if obj.get("sampler", "basic") == "lemon":
+      if not 0.0 <= float(obj.get("lemon_mix", 0.5)) <= 1.0:
+        raise ValueError(f"config.objective.lemon_mix={obj.lemon_mix} is not in [0, 1]")
+      assignment = kge_lemon.entity_clusters(
+          self.graph.entities, int(obj.get("lemon_clusters", 16)),
+          config.data.get("data_dir") or default_data_dir(),
+          encoder=obj.get("lemon_encoder", "all-MiniLM-L6-v2"), seed=int(config.seed))
+      self.clusters = kge_obj.cluster_tables(assignment)
     self._eval_fns = None
     tucker_dropout = (config.model.interaction == "tucker"
                       and any(float(x) for x in config.model.get("dropout", (0.3, 0.4, 0.5))))
@@ -146,6 +160,10 @@ class KGERecipe(Recipe):
     k, n = int(obj.get("num_negatives", 1)), self.graph.num_entities
     if self.head_probability is not None:
       neg = kge_obj.corrupt_bernoulli(corrupt_key, pos, k, n, jnp.asarray(self.head_probability))
+    elif self.clusters is not None:
+      neg = kge_obj.corrupt_clustered(
+          corrupt_key, pos, k, n, {name: jnp.asarray(v) for name, v in self.clusters.items()},
+          float(obj.get("lemon_mix", 0.5)))
     else:
       neg = kge_obj.corrupt_basic(corrupt_key, pos, k, n)
     use_dropout = model.interaction == "tucker"
