@@ -3,6 +3,7 @@
     python benchmarks/kge_vs_pykeen.py --reference-python /root/refenv/bin/python
     python benchmarks/kge_vs_pykeen.py --runs rotate_umls_nssa32,transe_umls_margin \
         --reference-python /root/refenv/bin/python --json out.json
+    python benchmarks/kge_vs_pykeen.py --scale 1000000,10000000 --devices 8   # sharded scale
 
 Each run is one fresh process per tool (whole-process wall time: interpreter start, imports,
 data, compilation, 100 epochs of training, evaluation), jaxemb first, then PyKEEN via
@@ -89,9 +90,9 @@ from jaxemb.evaluate import link_prediction as lp
 from jaxemb.nn import kge
 from jaxemb.objectives import kge as obj
 from jaxemb.train import mesh as mesh_lib
-E, T, steps, dim, batch, negs = (int(x) for x in sys.argv[1:7])
+E, T, steps, dim, batch, negs, n_eval = (int(x) for x in sys.argv[1:8])
 t = time.perf_counter()
-g = kg.synthetic(E, 100, T, seed=0, valid_fraction=0.0, test_fraction=1000 / T)
+g = kg.synthetic(E, 100, T, seed=0, valid_fraction=0.0, test_fraction=n_eval / T)
 gen_s = time.perf_counter() - t
 mesh = mesh_lib.make_mesh({"data": 1, "fsdp": -1, "tensor": 1})
 n = mesh.shape["fsdp"]
@@ -144,12 +145,14 @@ print("RESULT " + json.dumps(out), flush=True)
 
 
 def run_scale(entities: int, triples: int, steps: int, devices: int, dim: int = 32,
-              batch: int = 4096, negatives: int = 32) -> dict:
+              batch: int = 4096, negatives: int = 32, eval_triples: int = 1000) -> dict:
   """RotatE NSSA steps on a synthetic power-law graph with the entity table row-sharded over
-  `devices` (fake CPU devices unless real ones exist), then filtered test evaluation."""
+  `devices` (fake CPU devices unless real ones exist), then filtered evaluation of about
+  `eval_triples` held-out triples (both sides, against all entities). Memory per device is
+  computed from the shard: entity rows plus Adam's two moments of the same shape."""
   env = {**os.environ, "XLA_FLAGS": f"--xla_force_host_platform_device_count={devices}"}
   return _child([sys.executable, "-c", _SCALE, str(entities), str(triples), str(steps),
-                 str(dim), str(batch), str(negatives)], env)
+                 str(dim), str(batch), str(negatives), str(eval_triples)], env)
 
 
 def _child(cmd: list[str], env: dict | None = None) -> dict:
@@ -175,6 +178,13 @@ def run_jaxemb(name: str, epochs: int, data_dir: str | None) -> dict:
     if data_dir:
       env["JAXEMB_DATA_DIR"] = data_dir
     return _child([sys.executable, "-c", _JAXEMB, config, workdir], env)
+
+
+def pykeen_has(name: str) -> bool:
+  """Whether the run has a PyKEEN counterpart here: not LEMON negatives (not in PyKEEN) and
+  not LCWA (this script drives PyKEEN's sLCWA pipeline only)."""
+  objective = kge_configs.RUNS[name]["objective"]
+  return objective.get("sampler", "basic") == "basic" and objective.get("training") != "lcwa"
 
 
 def run_pykeen(python: str, name: str, epochs: int) -> dict:
@@ -211,11 +221,14 @@ def main(argv=None) -> None:
                       help="ENTITIES,TRIPLES: instead, the sharded scale benchmark (e.g. "
                            "1000000,10000000) on --devices devices")
   parser.add_argument("--devices", type=int, default=8)
-  parser.add_argument("--scale-steps", type=int, default=20)
+  parser.add_argument("--scale-steps", type=int, default=200)
+  parser.add_argument("--scale-eval", type=int, default=1000,
+                      help="held-out triples evaluated in the scale benchmark")
   args = parser.parse_args(argv)
   if args.scale:
     entities, triples = (int(x) for x in args.scale.split(","))
-    result = run_scale(entities, triples, args.scale_steps, args.devices)
+    result = run_scale(entities, triples, args.scale_steps, args.devices,
+                       eval_triples=args.scale_eval)
     print(json.dumps(result, indent=2))
     if args.json:
       with open(args.json, "w") as f:
@@ -229,7 +242,7 @@ def main(argv=None) -> None:
   for name in names:
     row = {"run": name, "jaxemb": run_jaxemb(name, args.epochs, args.data_dir or None)}
     print(f"{name}: jaxemb {row['jaxemb']}", flush=True)
-    if args.reference_python:
+    if args.reference_python and pykeen_has(name):
       row["pykeen"] = run_pykeen(args.reference_python, name, args.epochs)
       print(f"{name}: pykeen {row['pykeen']}", flush=True)
     rows.append(row)
