@@ -71,13 +71,13 @@ def test_recipe_loss_is_the_objective_on_hand_pooled_layers(tiny, tiny_dir, name
   if name == "2dmse":
     objective = dict(name="2dmse", scale=20.0, dims=(32, 16, 8), n_layers_per_step=1,
                      kl_weight=0.5)
-    want_fn = lambda q, d, key: elastic.two_d_matryoshka(
+    want_fn = lambda q, d, key, n: elastic.two_d_matryoshka(
         lambda a, b: info_nce(a, b, scale=20.0, symmetric=True), q, d, (32, 16, 8), key,
         kl_weight=0.5)
   else:
     pairs = ((1, 8), (2, 16))
     objective = dict(name="starbucks", scale=20.0, pairs=pairs, kl_weight=1.0)
-    want_fn = lambda q, d, key: elastic.starbucks(q, d, pairs, scale=20.0)
+    want_fn = lambda q, d, key, n: elastic.starbucks(q, d, pairs, scale=20.0, hard_negatives=n)
   recipe = _recipe(tiny_dir, objective)
   model = recipe.model(nnx.Rngs(0))
   for module in nnx.iter_modules(model):  # no dropout: the reference runs deterministically
@@ -86,6 +86,9 @@ def test_recipe_loss_is_the_objective_on_hand_pooled_layers(tiny, tiny_dir, name
   q_ids, q_mask = _ids(tiny, TEXTS)
   d_ids, d_mask = _ids(tiny, DOCS)
   batch = dict(query_ids=q_ids, query_mask=q_mask, doc_ids=d_ids, doc_mask=d_mask)
+  if name == "starbucks":  # with one hard negative per query: [L + 1, B, K=1, D] to the loss
+    n_ids, n_mask = _ids(tiny, DOCS[1:] + DOCS[:1])
+    batch.update(neg_ids=n_ids[:, None], neg_mask=n_mask[:, None])
   key = jax.random.key(3)
   loss, metrics = recipe.loss(model, {}, batch, key)
 
@@ -94,7 +97,8 @@ def test_recipe_loss_is_the_objective_on_hand_pooled_layers(tiny, tiny_dir, name
     m = mask[None, :, :, None].astype(jnp.float32)
     return (states * m).sum(2) / m.sum(2)
 
-  want, want_metrics = want_fn(pooled(q_ids, q_mask), pooled(d_ids, d_mask), key)
+  negatives = pooled(n_ids, n_mask)[:, :, None] if name == "starbucks" else None
+  want, want_metrics = want_fn(pooled(q_ids, q_mask), pooled(d_ids, d_mask), key, negatives)
   np.testing.assert_allclose(loss, want, rtol=1e-5)
   assert set(metrics) == set(want_metrics)
   # A different step key draws other sizes for 2dmse; starbucks uses every size every step.

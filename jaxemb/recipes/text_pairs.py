@@ -29,7 +29,7 @@ from jaxemb.evaluate.registry import prefix_metrics
 from jaxemb.recipes.base import Recipe, TrainData, check_keys, evaluator_specs
 
 MODEL_KEYS = frozenset({"encoder", "encoder_options", "pooling", "pooling_options", "normalize",
-                        "pretrained", "tokenizer", "dtype", "max_seq_length", "num_layers"})
+                        "pretrained", "tokenizer", "dtype", "max_seq_length"})
 OBJECTIVE_KEYS = frozenset({"name", "scale", "learnable_scale", "max_scale", "bias",
                             "symmetric", "label_smoothing", "dims", "weights",
                             "n_layers_per_step", "kl_weight", "kl_temperature",
@@ -184,9 +184,7 @@ class TextPairs(Recipe):
 
   def model(self, rngs: nnx.Rngs) -> nnx.Module:
     if self.pretrained is not None:
-      # Host weights, the same for every key; model.pooling / model.num_layers edit them.
-      from jaxemb.nn.surgery import adapt_pretrained
-      return adapt_pretrained(nnx.merge(*self._pretrained_split), self.config.model, rngs)
+      return nnx.merge(*self._pretrained_split)  # host weights, the same for every key
     from jaxemb.nn.build import build_embedder
     m = self.config.model
     # model.dtype is the compute dtype; encoder_options.dtype wins if given.
@@ -202,15 +200,7 @@ class TextPairs(Recipe):
     if self.by_layer:
       return self._layer_loss(model, extra_params, batch, key)
     q = model(batch["query_ids"], batch["query_mask"], deterministic=False)
-    negatives = None
-    if "neg_ids" in batch:
-      if self.config.objective.name not in TAKES_NEGATIVES:
-        raise ValueError(f"objective {self.config.objective.name!r} does not use hard "
-                         f"negatives, but the batch has 'neg_ids'; use one of "
-                         f"{sorted(TAKES_NEGATIVES)}")
-      b, k, l = batch["neg_ids"].shape
-      negatives = model(batch["neg_ids"].reshape(b * k, l), batch["neg_mask"].reshape(b * k, l),
-                        deterministic=False).reshape(b, k, -1)
+    negatives = self._negatives(lambda ids, mask: model(ids, mask, deterministic=False), batch)
     d = model(batch["doc_ids"], batch["doc_mask"], deterministic=False) if (
         "doc_ids" in batch) else None
     loss, metrics = self._loss(q, d, batch, extra_params, negatives)
@@ -222,18 +212,22 @@ class TextPairs(Recipe):
     """A `LAYER_LOSSES` objective on every layer's pooled embeddings (one pass per side)."""
     from jaxemb.nn.embedder import layer_embeddings
     embed = lambda ids, mask: layer_embeddings(model, ids, mask, deterministic=False)
-    negatives = None
-    if "neg_ids" in batch:
-      if self.config.objective.name not in TAKES_NEGATIVES:
-        raise ValueError(f"objective {self.config.objective.name!r} does not use hard "
-                         f"negatives, but the batch has 'neg_ids'; use one of "
-                         f"{sorted(TAKES_NEGATIVES)}")
-      b, k, l = batch["neg_ids"].shape
-      negatives = embed(batch["neg_ids"].reshape(b * k, l), batch["neg_mask"].reshape(b * k, l))
-      negatives = negatives.reshape(negatives.shape[0], b, k, -1)
     q = embed(batch["query_ids"], batch["query_mask"])
+    negatives = self._negatives(embed, batch)
     d = embed(batch["doc_ids"], batch["doc_mask"])
     return self._loss(q, d, batch, extra_params, negatives, key)
+
+  def _negatives(self, embed, batch):
+    """`embed(ids, mask)` of the batch's hard negatives as `[..., B, K, D]`; None if none."""
+    if "neg_ids" not in batch:
+      return None
+    if self.config.objective.name not in TAKES_NEGATIVES:
+      raise ValueError(f"objective {self.config.objective.name!r} does not use hard "
+                       f"negatives, but the batch has 'neg_ids'; use one of "
+                       f"{sorted(TAKES_NEGATIVES)}")
+    b, k, l = batch["neg_ids"].shape
+    out = embed(batch["neg_ids"].reshape(b * k, l), batch["neg_mask"].reshape(b * k, l))
+    return out.reshape(*out.shape[:-2], b, k, out.shape[-1])
 
   def value_and_grad(self, graph, loss_fn, params, batch, key):
     if not self.gradcache_chunk:
