@@ -191,6 +191,8 @@ def test_elastic_config_variants():
     assert c.objective.name == objective and c.total_steps == 100 and c.export
     assert c.final_evaluators[0]["grid"] == dict(layers=(2, 3, 6), dims=(64, 96, 384))
   assert load_config(f"{CONFIG}:mined").data.name == "mined_negatives"
+  assert load_config(f"{CONFIG}:mined,grid=false").final_evaluators[0] == dict(
+      task="stdlib_code_search", split="test")
   with pytest.raises(ValueError, match="choose exactly one variant"):
     load_config(f"{CONFIG}:runlocal")
 
