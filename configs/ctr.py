@@ -3,10 +3,13 @@
     jaxemb train --config configs/ctr.py:unified --workdir runs/ctr_unified
     jaxemb train --config configs/ctr.py:hashed,budget=0.25 --workdir runs/ctr_hashed_q
     jaxemb train --config configs/ctr.py:optembed,runlocal --workdir /tmp/ctr
+    jaxemb train --config configs/ctr.py:optembed,stages,budget=0.25 --workdir runs/optembed
 
 The first word names the table (full, hashed, qr, unified, optembed); then options:
 `budget` (fraction of the full tables' parameters), `data` (a synthetic_ctr config: ci, cpu,
-drift, full), `rowwise` (row-wise Adagrad for the tables), `runlocal` (tiny, seconds).
+drift, full), `rowwise` (row-wise Adagrad for the tables), `runlocal` (tiny, seconds),
+`stages` (optembed: supernet + pruning in DIR/supernet, the dims search under `budget`, then the
+retrain in DIR, in one command; `jaxemb.recipes.ctr.run_optembed_stages`).
 """
 
 import common
@@ -22,11 +25,15 @@ def get_config(arg: str | None = None):
   words = [w.strip() for w in (arg or "").split(",") if w.strip()]
   table = words.pop(0) if words and words[0] in TABLES else "unified"
   arg = common.parse_arg(",".join(words), runlocal=False, budget=1.0, data="ci", rowwise=False,
-                         dim=16, steps=800)
+                         dim=16, steps=800, stages=False)
+  if arg.stages and table != "optembed":
+    raise ValueError(f"the stages option is OptEmbed's (supernet, search, retrain); got table "
+                     f"{table!r}")
   c = common.base_config(recipe="ctr")
   c.model = dict(table=table, dim=arg.dim, budget=arg.budget, num_hashes=2, probes=2,
                  qr_combine="mult", bottom=(64,), top=(64, 32), row_axis="data",
-                 optembed_dims=(), optembed_keep="", threshold_init=0.0, pad_rows_to=64)
+                 optembed_dims=(), optembed_keep="", threshold_init=0.0, pad_rows_to=64,
+                 optembed_stages=arg.stages, optembed_population=8, optembed_generations=3)
   c.data = dict(builder=arg.data, spec={}, data_dir="")
   c.objective = dict(table_optimizer="rowwise_adagrad" if arg.rowwise else "adamw",
                      table_lr=0.05, optembed_reg=1e-4)
@@ -49,4 +56,6 @@ def get_config(arg: str | None = None):
     c.optim.warmup_steps = 2
     c.log_every = 5
     c.checkpoint_every = 10
+    c.model.optembed_population = 4
+    c.model.optembed_generations = 2
   return c

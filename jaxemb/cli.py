@@ -89,7 +89,11 @@ def _train(args, overrides: list[str]) -> None:
   from jaxemb.train.loop import run
   config = load_config(args.config)
   apply_overrides(config, overrides)
-  summary = run(config, args.workdir)
+  # A recipe whose config is several loop runs in sequence (OptEmbed's stages) drives them
+  # through its `drive(config, workdir)` (None: one run of the loop).
+  from jaxemb.recipes import get as get_recipe
+  drive = getattr(get_recipe(config.get("recipe")), "drive", None)
+  summary = (drive(config, args.workdir) if drive else None) or run(config, args.workdir)
   final = {k: v for k, v in summary["metrics"].items() if k in ("loss", "accuracy", "lr")}
   if final:
     print(f"step {summary['step']}: {final}" + (" (preempted)" if summary["preempted"] else ""))

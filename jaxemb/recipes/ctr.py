@@ -10,7 +10,9 @@ Config sections:
     tables' parameters), num_hashes (hashed), probes (unified: int or per-feature list),
     qr_combine, bottom / top (MLP hidden sizes), row_axis (mesh axis of table rows, "" = none),
     optembed_dims / optembed_keep (OptEmbed retrain: per-field dims and a .npy row mask from
-    `optembed_search`; empty = the supernet stage), threshold_init.
+    `optembed_search`; empty = the supernet stage), threshold_init, optembed_stages (True: the
+    three stages in sequence, `run_optembed_stages`; `jaxemb train` calls it through
+    `CTR.drive`), optembed_population / optembed_generations (that search's size).
   data: builder (a `synthetic_ctr.CONFIGS` name), spec (CTRSpec overrides), data_dir.
   objective: table_optimizer ("adamw" as the rest, or "rowwise_adagrad"), table_lr,
     optembed_reg (weight of OptEmbed's threshold regulariser).
@@ -43,7 +45,8 @@ from jaxemb.recipes.base import Recipe, TrainData, check_keys, evaluator_specs
 TABLES = ("full", "hashed", "qr", "unified", "optembed")
 MODEL_KEYS = frozenset({"table", "dim", "budget", "num_hashes", "probes", "qr_combine", "bottom",
                         "top", "row_axis", "optembed_dims", "optembed_keep", "threshold_init",
-                        "pad_rows_to"})
+                        "pad_rows_to", "optembed_stages", "optembed_population",
+                        "optembed_generations"})
 DATA_KEYS = frozenset({"builder", "spec", "data_dir"})
 OBJECTIVE_KEYS = frozenset({"table_optimizer", "table_lr", "optembed_reg"})
 EVALUATOR_KEYS = frozenset({"split", "batch_size"})
@@ -235,11 +238,23 @@ class CTR(Recipe):
     if config.objective.get("table_optimizer", "adamw") not in ("adamw", "rowwise_adagrad"):
       raise ValueError(f"objective.table_optimizer must be 'adamw' or 'rowwise_adagrad', got "
                        f"{config.objective.get('table_optimizer')!r}")
+    if config.model.get("optembed_stages"):
+      raise ValueError("model.optembed_stages=True is three runs of the loop (supernet, search, "
+                       "retrain): run it with `jaxemb train` or "
+                       "jaxemb.recipes.ctr.run_optembed_stages(config, workdir)")
     self.builder, self.spec = data_spec(config.data)
     self.cards = self.spec.cardinalities
     self.kind = config.model.get("table", "full")
     self.supernet = self.kind == "optembed" and not config.model.get("optembed_dims")
     self._splits: dict[str, dict[str, np.ndarray]] = {}
+
+  @staticmethod
+  def drive(config: ml_collections.ConfigDict, workdir: str) -> dict[str, Any] | None:
+    """`jaxemb train`'s hook for a config that is several loop runs: OptEmbed's stages when
+    `model.optembed_stages`, else None (one run of the loop)."""
+    if config.model.get("table") == "optembed" and config.model.get("optembed_stages"):
+      return run_optembed_stages(config, workdir)
+    return None
 
   def split(self, name: str) -> dict[str, np.ndarray]:
     """A split's arrays (cached)."""
@@ -326,6 +341,58 @@ def optembed_search(recipe: CTR, model: DLRM, budget_params: float | None = None
       score, len(recipe.cards), tables.dim, seed=seed, population=population,
       generations=generations, cost=lambda d: float((kept * d).sum()), budget=budget_params)
   return dims, tables.keep_mask(), best
+
+
+def run_optembed_stages(config: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:
+  """OptEmbed's three stages in sequence, each a run of the shared loop:
+
+  1. supernet with row pruning (sampled per-field dims, learnable thresholds) in
+     `workdir/supernet`;
+  2. search (`optembed_search`, seeded by `config.seed`): per-field dims maximising validation
+     AUC with at most `model.budget` x the supernet table's dim-`dim` parameters
+     (`sum_f kept_rows_f * dims_f`); dims and AUC in `workdir/optembed_search.json`, the row
+     mask in `workdir/optembed_keep.npy`;
+  3. retrain with those dims and rows in `workdir` itself (so `jaxemb train` shows its table).
+
+  Rerunning resumes: a finished stage restores and trains nothing, a written search is reused.
+  Returns the retrain's `loop.run` summary plus "stages": the supernet's final evaluation and the
+  search result.
+  """
+  from jaxemb.train import loop
+  if config.model.get("table") != "optembed":
+    raise ValueError(f"run_optembed_stages needs model.table='optembed', got "
+                     f"{config.model.get('table')!r}")
+  base = ml_collections.ConfigDict(config.to_dict())
+  base.model.optembed_stages = False
+  if base.model.get("optembed_dims") or base.model.get("optembed_keep"):
+    raise ValueError("model.optembed_stages searches the dims itself: leave "
+                     "model.optembed_dims and model.optembed_keep empty")
+  os.makedirs(workdir, exist_ok=True)
+  supernet = loop.run(base, os.path.join(workdir, "supernet"))
+  model = supernet["graph"].merge(jax.device_get(supernet["state"]["params"]["model"]))
+  budget = float(config.model.get("budget", 1.0)) * model.tables.rows * model.tables.dim
+  search_file = os.path.join(workdir, "optembed_search.json")
+  keep_file = os.path.join(workdir, "optembed_keep.npy")
+  if os.path.exists(search_file) and os.path.exists(keep_file):
+    with open(search_file) as f:
+      search = json.load(f)
+  else:
+    dims, keep, auc = optembed_search(
+        supernet["recipe"], model, budget, seed=int(config.get("seed", 0)),
+        population=int(config.model.get("optembed_population", 8)),
+        generations=int(config.model.get("optembed_generations", 3)))
+    np.save(keep_file, keep)
+    search = {"dims": [int(d) for d in dims], "validation_auc": float(auc),
+              "budget_params": budget, "kept_rows": model.tables.kept_rows().tolist()}
+    with open(search_file + ".tmp", "w") as f:  # rename: a killed run leaves no half file
+      json.dump(search, f)
+    os.replace(search_file + ".tmp", search_file)
+  retrain = ml_collections.ConfigDict(base.to_dict())
+  retrain.model.optembed_dims = tuple(search["dims"])
+  retrain.model.optembed_keep = keep_file
+  summary = loop.run(retrain, workdir)
+  summary["stages"] = {"supernet": supernet["eval_end"], "search": search}
+  return summary
 
 
 RECIPE = CTR
