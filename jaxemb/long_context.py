@@ -135,8 +135,8 @@ def extend(model: EmbeddingModel, max_seq_length: int, position_scaling: str | N
   module = _with_config(model.module, new)
   if position_scaling == "pi":
     position = module.encoder.embeddings.position
-    position.embedding.value = jnp.asarray(
-        positions_lib.interpolate_table(position.embedding.value, factor))
+    position.embedding.set_value(jnp.asarray(
+        positions_lib.interpolate_table(position.embedding[...], factor)))
     position.num_embeddings = rows
   return dataclasses.replace(model, module=module, max_seq_length=max_seq_length)
 
