@@ -126,7 +126,7 @@ def extend(model: EmbeddingModel, max_seq_length: int, position_scaling: str | N
                                 self_extend_window=self_extend_window or window)
     else:
       new = dataclasses.replace(cfg, rope_scaling="linear" if position_scaling == "pi" else "ntk",
-                                rope_scaling_factor=float(max_seq_length / trained))
+                                rope_scaling_factor=max(1.0, max_seq_length / trained))
     return dataclasses.replace(model, module=_with_config(model.module, new),
                                max_seq_length=max_seq_length)
   rows = trained * factor if position_scaling == "pi" else trained

@@ -127,3 +127,16 @@ def test_cli_eval_prints_acc_at_1(capsys, tiny_dir):
   last = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
   assert last["task"] == "passkey:256" and last["position_scaling"] == "pcw"
   assert last["max_seq_length"] == 256 and 0.0 <= last["acc@1"] <= 1.0
+
+
+def test_cli_encode_takes_the_long_context_flags(tmp_path, tiny_dir):
+  import jaxemb
+  from jaxemb import long_context
+  texts = [" ".join("abcdefghij"[i % 10] for i in range(n)) for n in (5, 50, 90)]
+  (tmp_path / "in.txt").write_text("\n".join(texts) + "\n")
+  out = tmp_path / "out.npy"
+  cli.main(["encode", "--model", tiny_dir, "--input", str(tmp_path / "in.txt"), "--output",
+            str(out), "--max-seq-length", "96", "--position-scaling", "gp", "--quiet"])
+  want = long_context.encode(jaxemb.load_pretrained(tiny_dir), texts, max_seq_length=96,
+                             position_scaling="gp")
+  np.testing.assert_allclose(np.load(out), want, atol=1e-6)
