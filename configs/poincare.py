@@ -10,7 +10,8 @@ rank / MAP at the end (`test/mean_rank`, `test/map`). The reference (train-mamma
 batch 10 at lr 0.3 (mean loss: 0.03 per edge); here 64 edges per step (8 rows of 8) at lr 4
 (0.0625 per edge), 6.4x fewer steps.
 Options: runlocal, dim=N, epochs=N, burnin=N, lr=X, negatives=N, edges=N (edges per step),
-optimizer=rsgd|radam, evals=N (evaluations during training).
+optimizer=rsgd|radam, evals=N (evaluations during training), burnin_negatives=uniform|degree
+(degree: burn-in negatives ∝ descendants^0.75, as the reference implementation).
 """
 
 import math
@@ -27,7 +28,8 @@ def get_config(arg=None):
   if name not in EDGES:
     raise ValueError(f"unknown poincare run {name!r}; choose one of {sorted(EDGES)}")
   opts = common.parse_arg(rest, runlocal=False, dim=5, epochs=300, burnin=20, lr=4.0,
-                          negatives=50, edges=64, optimizer="rsgd", evals=0)
+                          negatives=50, edges=64, optimizer="rsgd", evals=0,
+                          burnin_negatives="uniform")
   c = common.base_config(recipe="poincare")
   if opts.edges % ROWS:
     raise ValueError(f"edges={opts.edges} (edges per step) must be a multiple of {ROWS}")
@@ -36,7 +38,7 @@ def get_config(arg=None):
   c.model = dict(dim=opts.dim, c=1.0, init_range=1e-3, eps=1e-5)
   c.data = dict(closure=name, edges_per_row=opts.edges // rows)
   c.objective = dict(num_negatives=opts.negatives, burnin_epochs=opts.burnin,
-                     burnin_factor=0.1)
+                     burnin_factor=0.1, burnin_negatives=opts.burnin_negatives)
   c.optim.lr = opts.lr
   c.riemannian = dict(optimizer=opts.optimizer, momentum=0.0, retraction="retr")
   steps_per_epoch = math.ceil(EDGES[name] / (rows * (opts.edges // rows)))

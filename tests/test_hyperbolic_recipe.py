@@ -137,6 +137,36 @@ def test_burnin_schedule_and_bad_config():
     PoincareRecipe(bad)
 
 
+def test_degree_negatives_during_burnin():
+  config = _config(",burnin_negatives=degree", total_steps=300)
+  config.objective.burnin_epochs = 2
+  recipe = PoincareRecipe(config)
+  n = recipe.graph.num_nodes
+  # The reference's weights, by a plain loop: counts[h] += 1 per closure edge (t, h), ** 0.75.
+  counts = np.zeros(n)
+  for _, h in recipe.graph.edges:
+    counts[h] += 1
+  want = counts ** 0.75 / (counts ** 0.75).sum()
+  key = jax.random.key(0)
+  draws = np.asarray(recipe.negatives(key, (400_000,), True))
+  freq = np.bincount(draws, minlength=n) / len(draws)
+  assert counts[draws].min() > 0  # leaves (no descendants) are never drawn in burn-in
+  np.testing.assert_allclose(freq, want, atol=4 * np.sqrt(want.max() / len(draws)))
+  # after the burn-in: the same uniform draw as without the option
+  np.testing.assert_array_equal(
+      recipe.negatives(key, (64, 5), False), jax.random.randint(key, (64, 5), 0, n, jnp.int32))
+  # the host transform flags the burn-in steps (batch index = step)
+  transform = recipe.train_data().transform
+  rows = {"edge": np.zeros((8, 8, 2), np.int32)}
+  assert transform(rows, recipe.burnin_steps - 1)["burnin"].all()
+  assert not transform(rows, recipe.burnin_steps)["burnin"].any()
+  model = recipe.model(nnx.Rngs(0))
+  batch = {"edge": jnp.asarray(recipe.graph.edges[None, :64]), "burnin": jnp.ones((1,), bool)}
+  assert np.isfinite(float(recipe.loss(model, {}, batch, key)[0]))
+  with pytest.raises(ValueError, match="burnin_negatives='zipf'"):
+    PoincareRecipe(_config(",burnin_negatives=zipf"))
+
+
 def test_closure_file_and_large_closure_path(tmp_path, monkeypatch):
   from jaxemb.data import hierarchy
   from jaxemb.recipes import poincare as recipe_mod

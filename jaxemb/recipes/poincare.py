@@ -15,7 +15,9 @@ Config sections:
   model:     dim, [c (curvature, default 1), init_range (1e-3), eps (projection margin 1e-5)]
   data:      closure ("mammals": the shipped file; "nouns": /usr/share/wordnet or
              $WORDNET_DIR; or a path to a "child<TAB>parent" file), edges_per_row
-  objective: num_negatives, burnin_epochs, burnin_factor
+  objective: num_negatives, burnin_epochs, burnin_factor, [burnin_negatives: "uniform"
+             (default) | "degree": during burn-in draw negatives ∝ (number of descendants)^0.75,
+             as the reference's graph_dataset.pyx; leaves are never drawn then]
   optim:     lr (the loop's other optim keys are not used)
   riemannian: optimizer ("rsgd" | "radam"), [momentum (rsgd), b1, b2 (radam),
              retraction ("retr" | "exp")]
@@ -44,7 +46,8 @@ from jaxemb.recipes.base import Recipe, TrainData, check_keys, evaluator_specs
 
 MODEL_KEYS = frozenset({"dim", "c", "init_range", "eps"})
 DATA_KEYS = frozenset({"closure", "edges_per_row"})
-OBJECTIVE_KEYS = frozenset({"num_negatives", "burnin_epochs", "burnin_factor"})
+OBJECTIVE_KEYS = frozenset({"num_negatives", "burnin_epochs", "burnin_factor",
+                            "burnin_negatives"})
 RIEMANNIAN_KEYS = frozenset({"optimizer", "momentum", "b1", "b2", "retraction"})
 EVALUATOR_KEYS = frozenset({"split", "batch_size"})
 # Up to this many nodes the "related to u" test of negatives is a dense [N, N] table.
@@ -85,6 +88,10 @@ class PoincareRecipe(Recipe):
     if int(config.data.edges_per_row) < 1:
       raise ValueError(f"config.data.edges_per_row must be >= 1, got "
                        f"{config.data.edges_per_row}")
+    mode = config.objective.get("burnin_negatives", "uniform")
+    if mode not in ("uniform", "degree"):
+      raise ValueError(f"config.objective.burnin_negatives={mode!r} is not 'uniform' or "
+                       f"'degree'")
     self.graph = load_closure(config.data.closure)
     self.c = float(config.model.get("c", 1.0))
     self.eps = float(config.model.get("eps", 1e-5))
@@ -95,6 +102,13 @@ class PoincareRecipe(Recipe):
       related[self.graph.edges[:, 0], self.graph.edges[:, 1]] = True
       related[self.graph.edges[:, 1], self.graph.edges[:, 0]] = True
       self.related = related
+    self.degree_cdf = None
+    if mode == "degree":
+      # The reference adds an edge (t, h)'s weight to counts[h], then takes counts ** 0.75.
+      counts = np.bincount(self.graph.edges[:, 1], minlength=n).astype(np.float64) ** 0.75
+      cdf = np.cumsum(counts / counts.sum())
+      cdf[-1] = 1.0  # float32 uniforms are < 1: the search never runs past the last node
+      self.degree_cdf = cdf.astype(np.float32)
     self._dist_fn = None
 
   @property
@@ -104,6 +118,20 @@ class PoincareRecipe(Recipe):
   @property
   def steps_per_epoch(self) -> int:
     return math.ceil(len(self.graph.edges) / self.edges_per_step)
+
+  @property
+  def burnin_steps(self) -> int:
+    return int(self.config.objective.get("burnin_epochs", 0)) * self.steps_per_epoch
+
+  def negatives(self, key: jax.Array, shape: tuple[int, ...], burnin=False) -> jax.Array:
+    """Negative node ids: uniform, or (with burnin_negatives="degree", where `burnin` is true)
+    drawn ∝ descendants^0.75 by inverse CDF."""
+    uniform = jax.random.randint(key, shape, 0, self.graph.num_nodes, jnp.int32)
+    if self.degree_cdf is None:
+      return uniform
+    u = jax.random.uniform(jax.random.fold_in(key, 1), shape)
+    degree = jnp.searchsorted(jnp.asarray(self.degree_cdf), u, side="right").astype(jnp.int32)
+    return jnp.where(burnin, degree, uniform)
 
   # --- model, loss, data -----------------------------------------------------------------------
 
@@ -117,7 +145,9 @@ class PoincareRecipe(Recipe):
     edge = batch["edge"].reshape(-1, 2)
     u, v = edge[:, 0], edge[:, 1]
     k = int(self.config.objective.num_negatives)
-    neg = jax.random.randint(key, (edge.shape[0], k), 0, self.graph.num_nodes, jnp.int32)
+    # "burnin": a per-row flag the host transform adds for the degree-based burn-in negatives
+    burnin = batch["burnin"][0] if "burnin" in batch else False
+    neg = self.negatives(key, (edge.shape[0], k), burnin)
     targets = jnp.concatenate([v[:, None], neg], axis=1)  # [B, 1 + K]
     logits = -poincare.dist(model(u)[:, None, :], model(targets), self.c)
     if self.related is not None:
@@ -129,8 +159,15 @@ class PoincareRecipe(Recipe):
   def train_data(self) -> TrainData:
     c = self.config
     epochs = -(-c.total_steps * self.edges_per_step // len(self.graph.edges)) + 1
+    transform = None
+    if self.degree_cdf is not None and self.burnin_steps:
+      burnin_steps = self.burnin_steps
+      # one global batch per step: the batch index is the step
+      transform = lambda batch, index: {
+          **batch, "burnin": np.full(len(batch["edge"]), index < burnin_steps)}
     return TrainData(hierarchy.EdgeChunks(self.graph.edges, int(c.data.edges_per_row),
-                                          seed=int(c.seed), epochs=epochs), shuffle=False)
+                                          seed=int(c.seed), epochs=epochs),
+                     transform=transform, shuffle=False)
 
   # --- optional ------------------------------------------------------------------------------
 
@@ -138,7 +175,7 @@ class PoincareRecipe(Recipe):
     """Riemannian SGD (or Adam) on the points; burn-in at a reduced rate, then constant."""
     o, obj = self.config.riemannian, self.config.objective
     lr = float(self.config.optim.lr)
-    burnin = int(obj.get("burnin_epochs", 0)) * self.steps_per_epoch
+    burnin = self.burnin_steps
     factor = float(obj.get("burnin_factor", 0.1))
     if burnin:
       schedule = optax.piecewise_constant_schedule(lr * factor, {burnin: 1.0 / factor})
