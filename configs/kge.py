@@ -5,7 +5,8 @@
 
 Every run: 100 epochs, Adam lr 1e-2 (constant), seed 0, `dim` = PyKEEN's `embedding_dim`
 (complex dimensions for RotatE/ComplEx), basic negative sampler, filtered realistic ranks on
-test at the end and on validation every 20 epochs (best checkpoint by validation MRR).
+test at the end and on validation every 20 epochs (the test metrics are those of the checkpoint
+best by validation MRR: `final_from_best`).
 An epoch is ceil(#train / batch) steps, as PyKEEN's (which keeps the last, smaller batch; here
 every batch is full and the shuffled order runs on across epochs).
 Options after the run name: runlocal (a few steps), epochs=N, mesh=data|fsdp (fsdp: the entity
@@ -85,6 +86,7 @@ def get_config(arg=None):
   c.final_evaluators = [dict(split="test")]
   c.best_metric = "validation/mrr"
   c.best_mode = "max"
+  c.final_from_best = True  # test metrics of the checkpoint best on validation (early stopping)
   if opts.mesh == "fsdp":
     c.mesh = dict(data=1, fsdp=-1, tensor=1)
   elif opts.mesh != "data":

@@ -48,6 +48,7 @@ def _config(graph_dir, data_dir, **overrides):
   c = load_config(CONFIG)
   c.data.graph, c.data.data_dir = graph_dir, data_dir
   c.objective.num_negatives = 4
+  c.final_from_best = False  # the test metrics of the returned (last) model; see test_kge_best
   for key, value in overrides.items():
     c[key] = value
   return c

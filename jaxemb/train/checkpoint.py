@@ -41,23 +41,42 @@ class Checkpointer:
         preservation_policy=policies.AnyPreservationPolicy(keep_policies),
         enable_async_checkpointing=async_save, create=True)
     self.directory = os.path.join(os.path.abspath(workdir), "checkpoints")
-    self.best_metric = best_metric
+    self.best_metric, self.best_mode = best_metric, best_mode
     self._manager = ocp.CheckpointManager(self.directory, options=options)
 
   def save(self, step: int, state: Any, data_state: dict, metrics: dict | None = None) -> None:
     """Starts saving `state` and the data position at `step` (returns before the write ends)."""
     if self.best_metric and metrics is not None and self.best_metric not in metrics:
       metrics = None  # no evaluation at this step: kept only while among the latest
-    self._manager.save(
-        step, args=ocp.args.Composite(state=ocp.args.StandardSave(state),
-                                      data=ocp.args.JsonSave(data_state)),
-        metrics=metrics, force=True)
+    items = {"state": ocp.args.StandardSave(state), "data": ocp.args.JsonSave(data_state)}
+    if self.best_metric and metrics is not None:
+      # Stored with the step (orbax keeps metrics in memory only), for `best_step`.
+      items["best"] = ocp.args.JsonSave({self.best_metric: float(metrics[self.best_metric])})
+    self._manager.save(step, args=ocp.args.Composite(**items), metrics=metrics, force=True)
 
   def latest_step(self) -> int | None:
     return self._manager.latest_step()
 
   def all_steps(self) -> list[int]:
     return list(self._manager.all_steps())
+
+  def best_step(self) -> int | None:
+    """The kept step with the best `best_metric` (waits for pending saves); None without a
+    best metric or when no kept checkpoint has it. Ties go to the earliest step."""
+    if not self.best_metric:
+      return None
+    self.wait()
+    best = None
+    for step in sorted(self._manager.all_steps()):
+      if not os.path.isdir(os.path.join(self.directory, str(step), "best")):
+        continue  # saved without the metric
+      stored = self._manager.restore(step, args=ocp.args.Composite(best=ocp.args.JsonRestore()))
+      if self.best_metric not in stored.best:
+        continue
+      value = float(stored.best[self.best_metric])
+      if best is None or (value < best[0] if self.best_mode == "min" else value > best[0]):
+        best = (value, step)
+    return None if best is None else best[1]
 
   def restore(self, abstract_state: Any, step: int | None = None) -> tuple[Any, dict, int] | None:
     """(state, data_state, step) of `step` (default: latest), or None when there is none.

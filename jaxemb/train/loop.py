@@ -39,7 +39,7 @@ LOOP_KEYS = frozenset({
     "recipe", "seed", "optim", "mesh", "logical_axis_rules", "batch_size", "total_steps",
     "stop_at_step", "log_every", "checkpoint_every", "keep_checkpoints", "best_metric",
     "best_mode", "async_checkpoint", "microbatches", "nonfinite", "eval_every", "evaluators",
-    "final_evaluators", "export", "config_spec", "progress", "prefetch",
+    "final_evaluators", "export", "config_spec", "progress", "prefetch", "final_from_best",
 })
 OPTIM_KEYS = frozenset({"lr", "warmup_steps", "decay", "end_factor", "weight_decay", "b1", "b2",
                         "eps", "clip_norm"})
@@ -63,6 +63,9 @@ def validate_config(config: ml_collections.ConfigDict, recipe_keys=frozenset()) 
   if config.get("stop_at_step") and not 0 < config.stop_at_step <= config.total_steps:
     raise ValueError(f"config.stop_at_step={config.stop_at_step} must be in "
                      f"[1, total_steps={config.total_steps}]")
+  if config.get("final_from_best") and not config.get("best_metric"):
+    raise ValueError("config.final_from_best=True needs config.best_metric (e.g. "
+                     "'validation/mrr') to choose the checkpoint")
   if config.batch_size % config.get("microbatches", 1):
     raise ValueError(f"config.batch_size={config.batch_size} is not divisible by "
                      f"config.microbatches={config.microbatches}")
@@ -165,7 +168,9 @@ def run(config: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:
 
   Resumes from the latest checkpoint in `workdir` when there is one. Returns a summary:
   "step" (last step run), "metrics" (last logged), "eval" (last periodic evaluation),
-  "eval_start" / "eval_end" (final evaluators before and after training), "preempted",
+  "eval_start" / "eval_end" (final evaluators before and after training; after: of the step
+  best by `config.best_metric` when `config.final_from_best`, that step in "final_from_step"),
+  "preempted",
   "compilations" (of the train step), "export" (directory, when exported), and "state",
   "graph" (`jaxemb.functional.Graph`: `graph.merge(state["params"]["model"])` is the model) and
   "recipe" for callers that continue in Python.
@@ -268,9 +273,17 @@ def run(config: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:
       finished = (summary["step"] == config.total_steps and not summary["preempted"]
                   and start < config.total_steps)
       if finished and evaluate_final is not None:
-        log.info("evaluating the final model")
-        summary["eval_end"] = evaluate_final(model_from_state(graph, state), summary["step"])
-        writer.write(summary["step"], summary["eval_end"])
+        # final_from_best: evaluate the checkpoint best by config.best_metric (early stopping)
+        # instead of the last step; logged at the last step with "final_from_step".
+        final, final_step = state, summary["step"]
+        best = ckpt.best_step() if config.get("final_from_best") else None
+        if best is not None and best != final_step:
+          final, final_step = ckpt.restore(abstract_like(state), best)[0], best
+        log.info("evaluating the model of step %d", final_step)
+        summary["eval_end"] = evaluate_final(model_from_state(graph, final), summary["step"])
+        summary["final_from_step"] = final_step
+        writer.write(summary["step"], {**summary["eval_end"], "final_from_step": final_step}
+                     if config.get("final_from_best") else summary["eval_end"])
       if finished and config.get("export"):
         directory = os.path.join(workdir, "export")
         host_params = jax.device_get(state["params"]["model"])
