@@ -21,7 +21,7 @@ The teacher never trains:
   - "trg" (`objectives.distill.trg_loss` on the query and the code tokens, averaged) needs the
     teacher's token states, so the teacher runs inside the loss, under `stop_gradient`, from
     parameters held in the extra params under "teacher", which the optimiser leaves alone
-    (`optax.set_to_zero`: no update and no optimiser state).
+    (its updates are set to zero after AdamW, as `optax.set_to_zero` would).
 """
 
 from __future__ import annotations
@@ -127,6 +127,16 @@ def _texts(source, field: str) -> list[str]:
   return out
 
 
+def _zero_teacher_updates() -> optax.GradientTransformation:
+  """Sets the updates of `params["extra"]["teacher"]` to zero (like `optax.set_to_zero`)."""
+  def update(updates, state, params=None):
+    extra = {**updates["extra"], "teacher": jax.tree.map(jnp.zeros_like,
+                                                         updates["extra"]["teacher"])}
+    return {**updates, "extra": extra}, state
+
+  return optax.GradientTransformation(lambda params: optax.EmptyState(), update)
+
+
 class TextDistill(TextPairs):
   """`text_pairs` plus a frozen teacher; the loss is `distill.weight` times the distillation
   loss plus `distill.task_weight` times the `objective` (0 by default: pure distillation)."""
@@ -161,13 +171,10 @@ class TextDistill(TextPairs):
     tx, schedule = super().optimizer()
     if self.distill["loss"] != "trg":
       return tx, schedule
-
-    def labels(params):
-      return {"model": jax.tree.map(lambda _: "train", params["model"]),
-              "extra": {k: jax.tree.map(lambda _: "frozen" if k == "teacher" else "train", v)
-                        for k, v in params["extra"].items()}}
-
-    return optax.multi_transform({"train": tx, "frozen": optax.set_to_zero()}, labels), schedule
+    # The teacher's updates are set to zero after AdamW (so weight decay cannot move it
+    # either). Not optax.masked / multi_transform: the loop shards the optimiser state like the
+    # params, which their MaskedNode leaves break; the cost is AdamW moments for the teacher.
+    return optax.chain(tx, _zero_teacher_updates()), schedule
 
   def teacher_embeddings(self, source) -> tuple[np.ndarray, np.ndarray]:
     """Teacher embeddings `[N, D]` of every training query and code, each truncated at the
