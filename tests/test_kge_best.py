@@ -23,9 +23,7 @@ REPO = pathlib.Path(__file__).resolve().parents[1]
 def config(tmp_path_factory):
   g = kg.synthetic(24, 3, 300, seed=2, valid_fraction=0.1, test_fraction=0.1)
   d = tmp_path_factory.mktemp("graph")
-  for name, triples in (("train", g.train), ("valid", g.valid), ("test", g.test)):
-    with open(d / f"{name}.txt", "w") as f:
-      f.writelines(f"e{h}\tr{r}\te{t}\n" for h, r, t in triples)
+  kg.write_directory(g, str(d))
   c = load_config(f"{REPO}/configs/kge.py:rotate_nations_nssa64,runlocal")
   c.data.graph, c.data.data_dir = str(d), str(tmp_path_factory.mktemp("tfds"))
   c.objective.num_negatives = 4

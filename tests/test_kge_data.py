@@ -98,3 +98,12 @@ def test_synthetic_power_law_graph():
   assert degree[0] > 50 * max(degree[1000], 1)
   again = kg.synthetic(2000, 7, 30000, seed=3, exponent=1.0)
   np.testing.assert_array_equal(g.test, again.test)
+
+
+def test_write_directory_round_trip(tmp_path, data_dir):
+  g = kg.synthetic(30, 2, 200, seed=4, valid_fraction=0.1, test_fraction=0.1)
+  back = kg.load(kg.write_directory(g, str(tmp_path / "g")), data_dir)
+  labelled = lambda graph, t: [(graph.entities[h], graph.relations[r], graph.entities[x])
+                               for h, r, x in t]
+  for split in ("train", "valid", "test"):
+    assert labelled(back, back.split(split)) == labelled(g, g.split(split))

@@ -58,9 +58,7 @@ def test_multi_hot():
 def graph_dir(tmp_path_factory):
   g = kg.synthetic(16, 3, 120, seed=1, valid_fraction=0.1, test_fraction=0.1)
   d = tmp_path_factory.mktemp("graph")
-  for name, triples in (("train", g.train), ("valid", g.valid), ("test", g.test)):
-    with open(d / f"{name}.txt", "w") as f:
-      f.writelines(f"e{h}\tr{r}\te{t}\n" for h, r, t in triples)
+  kg.write_directory(g, str(d))
   # The built TFDS dataset beside the files: built once for the module.
   return str(d), str(tmp_path_factory.mktemp("tfds"))
 

@@ -121,9 +121,7 @@ def test_recipe_lemon_sampler(tmp_path):
   g = kg.synthetic(E, 3, 300, seed=0, valid_fraction=0.1, test_fraction=0.1)
   d = tmp_path / "graph"
   d.mkdir()
-  for name, triples in (("train", g.train), ("valid", g.valid), ("test", g.test)):
-    with open(d / f"{name}.txt", "w") as f:
-      f.writelines(f"e{h}\tr{r}\te{t}\n" for h, r, t in triples)
+  kg.write_directory(g, str(d))
   c = load_config(f"{REPO}/configs/kge.py:rotate_umls_lemon,runlocal")
   c.data.graph, c.data.data_dir = str(d), str(tmp_path / "tfds")
   c.objective.lemon_clusters, c.objective.lemon_mix = 6, 1.0

@@ -33,9 +33,7 @@ CONFIG = f"{REPO}/configs/kge.py:rotate_nations_nssa64,runlocal"
 def graph_dir(tmp_path_factory):
   g = kg.synthetic(32, 3, 400, seed=0, valid_fraction=0.1, test_fraction=0.1)
   d = tmp_path_factory.mktemp("graph")
-  for name, triples in (("train", g.train), ("valid", g.valid), ("test", g.test)):
-    with open(d / f"{name}.txt", "w") as f:
-      f.writelines(f"e{h}\tr{r}\te{t}\n" for h, r, t in triples)
+  kg.write_directory(g, str(d))
   return str(d)
 
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import dataclasses
 import functools
+import os
 
 import numpy as np
 
@@ -19,7 +20,7 @@ from jaxemb.data.builders import kg_triples
 from jaxemb.data.builders.kg_triples.parse import index_directory, read_triples
 
 __all__ = ["Graph", "LCWA_TARGETS", "ShuffledChunks", "TripleSource", "index_directory", "lcwa_queries",
-           "load", "read_triples", "synthetic"]
+           "load", "read_triples", "synthetic", "write_directory"]
 
 
 @dataclasses.dataclass
@@ -67,6 +68,17 @@ def load(name_or_directory: str, data_dir: str | None = None) -> Graph:
   meta = builder.info.metadata
   return Graph(builder.builder_config.name, list(meta["entities"]), list(meta["relations"]),
                splits["train"], splits["valid"], splits["test"])
+
+
+def write_directory(graph: Graph, directory: str) -> str:
+  """Writes `graph` as a triples directory that `load` reads: train.txt, valid.txt and test.txt
+  of tab-separated labels. Returns the directory."""
+  os.makedirs(directory, exist_ok=True)
+  for name, triples in (("train", graph.train), ("valid", graph.valid), ("test", graph.test)):
+    with open(os.path.join(directory, f"{name}.txt"), "w") as f:
+      f.writelines(f"{graph.entities[h]}\t{graph.relations[r]}\t{graph.entities[t]}\n"
+                   for h, r, t in triples)
+  return directory
 
 
 class TripleSource:
