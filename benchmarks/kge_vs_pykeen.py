@@ -150,7 +150,10 @@ def run_scale(entities: int, triples: int, steps: int, devices: int, dim: int = 
   `devices` (fake CPU devices unless real ones exist), then filtered evaluation of about
   `eval_triples` held-out triples (both sides, against all entities). Memory per device is
   computed from the shard: entity rows plus Adam's two moments of the same shape."""
-  env = {**os.environ, "XLA_FLAGS": f"--xla_force_host_platform_device_count={devices}"}
+  # A longer collective timeout: on a loaded CPU the 8 device threads may take more than
+  # XLA's default 40 s to meet at an all-gather, which aborts the process.
+  env = {**os.environ, "XLA_FLAGS": f"--xla_force_host_platform_device_count={devices} "
+                                    "--xla_cpu_collective_call_terminate_timeout_seconds=1200"}
   return _child([sys.executable, "-c", _SCALE, str(entities), str(triples), str(steps),
                  str(dim), str(batch), str(negatives), str(eval_triples)], env)
 
