@@ -161,10 +161,13 @@ def _eval(args) -> None:
     from jaxemb import long_context
     long_context.check_method(model, options.get("max_seq_length"),
                               options.get("position_scaling"))
+  size = {k: v for k, v in (("truncate_dim", args.truncate_dim), ("layer", args.layer))
+          if v is not None}
+  model.module.check_size(size.get("layer"), size.get("truncate_dim"))
   embed = lambda texts: jaxemb.encode(model, texts, batch_size=args.batch_size,
-                                      show_progress=not args.quiet, **options)
+                                      show_progress=not args.quiet, **options, **size)
   metrics = tasks.evaluate(task, split, embed)
-  metrics = {"task": args.task, "model": str(args.model), **options, **metrics}
+  metrics = {"task": args.task, "model": str(args.model), **options, **size, **metrics}
   print(json.dumps(metrics))
 
 
@@ -227,6 +230,8 @@ def build_parser() -> argparse.ArgumentParser:
   ev.add_argument("--model", default="all-MiniLM-L6-v2", help="model name or directory")
   ev.add_argument("--task", default="stdlib_code_search:test", help="TASK[:SPLIT]")
   ev.add_argument("--batch-size", type=int, default=64)
+  ev.add_argument("--truncate-dim", type=int, help="keep the first D dimensions, then normalise")
+  ev.add_argument("--layer", type=int, help="pool this layer's hidden states (1-based)")
   ev.add_argument("--quiet", action="store_true", help="no progress bar")
   add_long_context_arguments(ev)
   ev.set_defaults(func=_eval)

@@ -226,3 +226,21 @@ def test_colab_grid_reader_takes_the_last_grid_row(tmp_path):
                                                                        (6, 384): 0.7}
   assert elastic_grid.grid_from_metrics(tmp_path / "metrics.jsonl", metric="recall@10") == {
       (2, 64): 0.9}
+
+
+def test_cli_eval_at_a_layer_and_dim(tiny, tiny_dir, monkeypatch, capsys):
+  from jaxemb import cli, tasks
+  from jaxemb.data import code_search
+  from jaxemb.evaluate.registry import Task
+  data = {"queries": TEXTS, "corpus": DOCS, "relevant": [{i} for i in range(len(TEXTS))]}
+  task = Task("tiny", load=lambda split, data_dir=None: data, evaluate=code_search.evaluate_data)
+  monkeypatch.setattr(tasks, "get", lambda name: task)
+  cli.main(["eval", "--model", str(tiny_dir), "--task", "tiny:s", "--layer", "1",
+            "--truncate-dim", "8", "--quiet"])
+  got = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+  want = tasks.evaluate(task, "s", lambda t: jaxemb.encode(tiny, t, layer=1, truncate_dim=8))
+  assert got["layer"] == 1 and got["truncate_dim"] == 8
+  np.testing.assert_allclose(got["mrr@10"], want["mrr@10"], rtol=1e-6)
+  with pytest.raises(SystemExit):  # user errors exit 2 with the message on stderr
+    cli.main(["eval", "--model", str(tiny_dir), "--task", "tiny:s", "--layer", "5"])
+  assert "layer=5 must be an integer in [1, 2]" in capsys.readouterr().err
