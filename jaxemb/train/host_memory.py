@@ -62,5 +62,6 @@ def hint(platform_name: str, environ: Mapping[str, str] | None = None) -> str | 
   if platform.libc_ver()[0] != "glibc":
     return None
   settings = " ".join(f"{k}={v}" for k, v in RETAIN_FREED_MEMORY.items())
-  return (f"training on CPU: start the process with {settings} so that glibc stops unmapping "
-          "and page-faulting each step's buffers (see benchmarks/README.md)")
+  return (f"training on CPU: starting the process with {settings} stops glibc unmapping and "
+          "page-faulting each step's buffers, at the cost of about one more step's buffers "
+          "of resident memory (see benchmarks/README.md)")
