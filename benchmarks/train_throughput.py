@@ -46,17 +46,18 @@ loss = (losses.CachedMultipleNegativesRankingLoss(model, mini_batch_size=chunk)
         if cached == "1" else losses.MultipleNegativesRankingLoss(model))
 opt = torch.optim.AdamW(model.parameters(), lr=1e-4)
 model.train()
-times, tokens = [], 0
+times, tokens, cpu = [], 0, 0.0
 for step in range(warmup + steps):
   rows = [pairs[(step * batch + i) % len(pairs)] for i in range(batch)]
   q = model.tokenize([r[0] for r in rows]); d = model.tokenize([r[1] for r in rows])
-  start = time.perf_counter()
+  start, cpu_start = time.perf_counter(), time.process_time()
   value = loss([q, d], torch.arange(batch))
   value.backward(); opt.step(); opt.zero_grad()
   if step >= warmup:
     times.append(time.perf_counter() - start)
+    cpu += time.process_time() - cpu_start
     tokens += int(q["attention_mask"].sum() + d["attention_mask"].sum())
-print(json.dumps({"seconds": sum(times), "steps": steps, "tokens": tokens,
+print(json.dumps({"seconds": sum(times), "steps": steps, "tokens": tokens, "cpu_seconds": cpu,
                   "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}))
 """
 
@@ -83,6 +84,7 @@ def _jaxemb_side(args) -> dict:
   timed = [r for r in rows if r["step"] > args.warmup]
   seconds = sum(args.batch / r["examples_per_sec"] for r in timed)
   return {"seconds": seconds, "steps": len(timed), "tokens": None,
+          "cpu_seconds": sum(r["cpu_sec_per_step"] for r in timed),
           "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}
 
 
@@ -97,8 +99,8 @@ def _tokens(pairs, batch, steps, warmup) -> int:
   return sum(len(e.ids) for e in tok.encode_batch([t for r in rows for t in r]))
 
 
-def _run(cmd: list[str]) -> dict:
-  proc = subprocess.run(cmd, capture_output=True, text=True, cwd=REPO)
+def _run(cmd: list[str], env: dict[str, str]) -> dict:
+  proc = subprocess.run(cmd, capture_output=True, text=True, cwd=REPO, env=env)
   if proc.returncode:
     raise SystemExit(f"{' '.join(cmd[:3])} failed:\n{proc.stderr[-3000:]}")
   return json.loads(proc.stdout.strip().splitlines()[-1])
@@ -112,6 +114,11 @@ def main() -> None:
   parser.add_argument("--warmup", type=int, default=2, help="untimed steps first")
   parser.add_argument("--chunk", type=int, default=16, help="GradCache chunk (both sides)")
   parser.add_argument("--num-pairs", type=int, default=896)
+  parser.add_argument("--kinds", default="plain,gradcache",
+                      help="comma-separated: plain (MNRL), gradcache (CachedMNRL)")
+  parser.add_argument("--allocator", choices=["default", "retain"], default="default",
+                      help="retain: start both sides with jaxemb.train.host_memory's glibc "
+                           "settings (freed step buffers stay mapped)")
   parser.add_argument("--side", choices=["jaxemb"], help=argparse.SUPPRESS)
   parser.add_argument("--cached", action="store_true", help=argparse.SUPPRESS)
   args = parser.parse_args()
@@ -120,36 +127,51 @@ def main() -> None:
     return
 
   from jaxemb.data import code_search
+  from jaxemb.train import host_memory
   queries, codes = code_search.load_split(f"train[:{args.num_pairs}]")
   pairs = list(zip(queries, codes))
   tokens = _tokens(pairs, args.batch, args.steps, args.warmup)
   common = ["--batch", str(args.batch), "--steps", str(args.steps), "--warmup",
             str(args.warmup), "--chunk", str(args.chunk), "--num-pairs", str(args.num_pairs)]
   me = [sys.executable, os.path.abspath(__file__), "--side", "jaxemb", *common]
-  results = {"plain": {"jaxemb": _run(me)}, "gradcache": {"jaxemb": _run(me + ["--cached"])}}
+  kinds = [k for k in ("plain", "gradcache") if k in args.kinds.split(",")]
+  if not kinds:
+    raise SystemExit(f"--kinds={args.kinds!r} names neither plain nor gradcache")
+  # The same process environment for both sides: the allocator settings help torch too.
+  env = host_memory.retain_env() if args.allocator == "retain" else dict(os.environ)
+  results = {kind: {"jaxemb": _run(me + (["--cached"] if kind == "gradcache" else []), env)}
+             for kind in kinds}
   if args.reference_python:
     with tempfile.NamedTemporaryFile("w", suffix=".json", delete=False) as f:
       json.dump(pairs, f)
-    for kind, cached in (("plain", "0"), ("gradcache", "1")):
+    for kind in kinds:
+      cached = "1" if kind == "gradcache" else "0"
       results[kind]["reference"] = _run([args.reference_python, "-c", _REFERENCE, f.name,
                                          str(args.batch), str(args.steps), str(args.warmup),
-                                         cached, str(args.chunk)])
+                                         cached, str(args.chunk)], env)
     os.unlink(f.name)
   summary = {}
   for kind, sides in results.items():
     for side, r in sides.items():
       pairs_per_s = r["steps"] * args.batch / r["seconds"]
+      cpu_per_step = r["cpu_seconds"] / r["steps"]
       print(f"{kind:>9} {side:>9}: {pairs_per_s:7.2f} pairs/s  "
             f"{tokens / r['seconds']:9.0f} tokens/s  {r['seconds'] / r['steps']:6.2f} s/step  "
-            f"peak RSS {r['peak_rss_mb']:7.0f} MB")
+            f"{cpu_per_step:6.2f} CPU s/step  peak RSS {r['peak_rss_mb']:7.0f} MB")
       prefix = "" if kind == "plain" else "gradcache_"
-      summary[f"{prefix}{side if side == 'jaxemb' else 'reference'}_pairs_per_s"] = pairs_per_s
+      summary[f"{prefix}{side}_pairs_per_s"] = pairs_per_s
+      summary[f"{prefix}{side}_cpu_sec_per_step"] = cpu_per_step
   for prefix in ("", "gradcache_"):
     if f"{prefix}reference_pairs_per_s" in summary:
       summary[f"{prefix}ratio"] = (summary[f"{prefix}jaxemb_pairs_per_s"]
                                    / summary[f"{prefix}reference_pairs_per_s"])
-  summary["gradcache_time_vs_plain"] = (summary["jaxemb_pairs_per_s"]
-                                        / summary["gradcache_jaxemb_pairs_per_s"])
+    if f"{prefix}reference_cpu_sec_per_step" in summary:
+      summary[f"{prefix}cpu_ratio"] = (summary[f"{prefix}reference_cpu_sec_per_step"]
+                                       / summary[f"{prefix}jaxemb_cpu_sec_per_step"])
+  if len(kinds) == 2:
+    summary["gradcache_time_vs_plain"] = (summary["jaxemb_pairs_per_s"]
+                                          / summary["gradcache_jaxemb_pairs_per_s"])
+  summary["allocator"] = args.allocator
   summary["load_average"] = os.getloadavg()[0]
   print(json.dumps(summary))
 

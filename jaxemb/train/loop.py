@@ -27,6 +27,7 @@ from jaxemb import recipes
 from jaxemb.data.pipeline import GlobalBatches
 from jaxemb.functional import Graph
 from jaxemb.recipes.base import Recipe, check_keys
+from jaxemb.train import host_memory
 from jaxemb.train import mesh as mesh_lib
 from jaxemb.train.checkpoint import Checkpointer, abstract_like
 from jaxemb.train.metrics import MetricsWriter, to_python
@@ -187,6 +188,8 @@ def run(config: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:
       f.write(config.to_json_best_effort(indent=2))
 
   tx, schedule = recipe.optimizer()
+  if (message := host_memory.hint(jax.default_backend())) is not None:
+    log.info(message)
   # Initialised outside `set_mesh`: NNX would read the logical names as mesh axes there.
   graph, state, shardings = init_state(config, mesh, tx, recipe)
   with jax.set_mesh(mesh):
@@ -231,6 +234,7 @@ def run(config: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:
         writer.write(0, summary["eval_start"])
       with _Preemption() as preemption:
         tick, tick_step, waited = time.perf_counter(), start, 0.0
+        cpu_tick = time.process_time()
         for step in range(start + 1, stop + 1):
           before = time.perf_counter()
           batch = next(data)
@@ -244,7 +248,11 @@ def run(config: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:
             metrics["examples_per_sec"] = (step - tick_step) * config.batch_size / (now - tick)
             # Share of the wall time spent waiting for input batches (not prepared in time).
             metrics["data_wait_frac"] = waited / (now - tick)
-            tick, tick_step, waited = now, step, 0.0
+            # Process CPU seconds (user + system, all threads) per step: on a shared machine
+            # this moves less with the load than the wall-clock rate.
+            cpu_now = time.process_time()
+            metrics["cpu_sec_per_step"] = (cpu_now - cpu_tick) / (step - tick_step)
+            tick, tick_step, waited, cpu_tick = now, step, 0.0, cpu_now
             writer.write(step, metrics)
             writer.progress(step, loss=metrics["loss"], lr=metrics["lr"],
                             ex_per_s=metrics["examples_per_sec"])
