@@ -29,7 +29,7 @@ from jaxemb.evaluate.registry import prefix_metrics
 from jaxemb.recipes.base import Recipe, TrainData, check_keys, evaluator_specs
 
 MODEL_KEYS = frozenset({"encoder", "encoder_options", "pooling", "pooling_options", "normalize",
-                        "pretrained", "tokenizer", "dtype", "max_seq_length"})
+                        "pretrained", "tokenizer", "dtype", "max_seq_length", "num_layers"})
 OBJECTIVE_KEYS = frozenset({"name", "scale", "learnable_scale", "max_scale", "bias",
                             "symmetric", "label_smoothing", "dims", "weights",
                             "n_layers_per_step", "kl_weight", "kl_temperature",
@@ -184,7 +184,9 @@ class TextPairs(Recipe):
 
   def model(self, rngs: nnx.Rngs) -> nnx.Module:
     if self.pretrained is not None:
-      return nnx.merge(*self._pretrained_split)  # host weights, the same for every key
+      # Host weights, the same for every key; model.pooling / model.num_layers edit them.
+      from jaxemb.nn.surgery import adapt_pretrained
+      return adapt_pretrained(nnx.merge(*self._pretrained_split), self.config.model, rngs)
     from jaxemb.nn.build import build_embedder
     m = self.config.model
     # model.dtype is the compute dtype; encoder_options.dtype wins if given.
