@@ -14,6 +14,9 @@ asks the recipe, never the config, for everything model- or task-specific:
     recipe.export(model, directory)            # e.g. a sentence-transformers directory
 
 Only `model`, `loss` and `train_data` are required; everything else has a default here.
+A recipe whose config means several loop runs in sequence (OptEmbed's supernet, search and
+retrain) may define a static `drive(config, workdir) -> summary | None`: `jaxemb train` calls
+it first and runs the loop once itself when it returns None, so the loop stays single-run.
 Batches reach the loss as dicts of global `jax.Array`s whose leading dimension is the global
 batch (sharded over the mesh's batch axes); the loss sees the whole global batch.
 """
