@@ -15,7 +15,7 @@ from flax import nnx
 
 from jaxemb.data import kg
 from jaxemb.objectives import kge as obj
-from jaxemb.recipes import kge_lemon
+from jaxemb.data import kg_clusters
 
 REPO = pathlib.Path(__file__).resolve().parents[1]
 E = 40
@@ -91,28 +91,28 @@ def test_mix_fraction(mix):
 
 
 def test_label_texts():
-  assert kge_lemon.label_texts(["amino_acid", " body_part "]) == ["amino acid", "body part"]
+  assert kg_clusters.label_texts(["amino_acid", " body_part "]) == ["amino acid", "body part"]
 
 
 def test_cached_clusters_are_read_back(tmp_path):
   labels = [f"entity_{i}" for i in range(6)]
-  path = kge_lemon.cache_path(str(tmp_path), labels, 2, "some-encoder", 0)
+  path = kg_clusters.cache_path(str(tmp_path), labels, 2, "some-encoder", 0)
   os.makedirs(os.path.dirname(path))
   np.savez(path, assignment=np.array([0, 1, 0, 1, 0, 1]))
-  got = kge_lemon.entity_clusters(labels, 2, str(tmp_path), encoder="some-encoder")
+  got = kg_clusters.entity_clusters(labels, 2, str(tmp_path), encoder="some-encoder")
   np.testing.assert_array_equal(got, [0, 1, 0, 1, 0, 1])
   # Another k is another cache entry (and k out of range is rejected before any encoding).
-  assert kge_lemon.cache_path(str(tmp_path), labels, 3, "some-encoder", 0) != path
+  assert kg_clusters.cache_path(str(tmp_path), labels, 3, "some-encoder", 0) != path
   with pytest.raises(ValueError, match="num_clusters"):
-    kge_lemon.entity_clusters(labels, 7, str(tmp_path))
+    kg_clusters.entity_clusters(labels, 7, str(tmp_path))
 
 
 @pytest.mark.slow
 def test_minilm_clusters_separate_colours_from_animals(tmp_path):
   labels = ["red", "dark_blue", "green", "yellow", "dog", "cat", "horse", "sheep"]
-  got = kge_lemon.entity_clusters(labels, 2, str(tmp_path))
+  got = kg_clusters.entity_clusters(labels, 2, str(tmp_path))
   assert len(set(got[:4])) == 1 and len(set(got[4:])) == 1 and got[0] != got[4]
-  assert os.path.exists(kge_lemon.cache_path(str(tmp_path), labels, 2, "all-MiniLM-L6-v2", 0))
+  assert os.path.exists(kg_clusters.cache_path(str(tmp_path), labels, 2, "all-MiniLM-L6-v2", 0))
 
 
 def test_recipe_lemon_sampler(tmp_path):
@@ -127,7 +127,7 @@ def test_recipe_lemon_sampler(tmp_path):
   c.objective.lemon_clusters, c.objective.lemon_mix = 6, 1.0
   # Entities get ids in label order; the cache holds ASSIGN for them (no encoder is loaded).
   labels = kg.load(str(d), c.data.data_dir).entities
-  path = kge_lemon.cache_path(c.data.data_dir, labels, 6, "all-MiniLM-L6-v2", c.seed)
+  path = kg_clusters.cache_path(c.data.data_dir, labels, 6, "all-MiniLM-L6-v2", c.seed)
   os.makedirs(os.path.dirname(path))
   np.savez(path, assignment=ASSIGN)
   recipe = KGERecipe(c)

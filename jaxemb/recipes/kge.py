@@ -24,8 +24,9 @@ Config sections:
              sampler (basic|bernoulli|lemon), regularizer_weight (0: none), regularizer_p,
              regularizer_normalize, negative_scoring (auto|gather|matmul, see `use_matmul`),
              training (slcwa|lcwa), target (LCWA: tail|both); sampler "lemon" (see
-             `kge_lemon`): lemon_clusters (k, default 16), lemon_mix (share of negatives drawn
-             from the replaced entity's label cluster, default 0.5), lemon_encoder
+             `jaxemb.data.kg_clusters`): lemon_clusters (k, default 16), lemon_mix (share of
+             negatives drawn from the replaced entity's label cluster, default 0.5),
+             lemon_encoder
 Evaluators: `dict(split="validation"|"test", [budget=2**24 floats])`: filtered both-sides realistic
 ranks, logged as `<split>/mrr`, `<split>/mr`, `<split>/hits@{1,3,10}`, `<split>/amri`.
 Entity tables are named ("entity", "embed"): a rule ("entity", "fsdp") shards them by rows.
@@ -48,7 +49,7 @@ from jaxemb.data.builders.kg_triples import default_data_dir
 from jaxemb.evaluate import link_prediction
 from jaxemb.nn import kge as kge_nn
 from jaxemb.objectives import kge as kge_obj
-from jaxemb.recipes import kge_lemon
+from jaxemb.data import kg_clusters
 from jaxemb.recipes.base import Recipe, TrainData, check_keys, evaluator_specs
 
 MODEL_KEYS = frozenset({"interaction", "dim", "relation_dim", "p", "gamma", "dropout",
@@ -132,7 +133,7 @@ class KGERecipe(Recipe):
     if obj.get("sampler", "basic") == "lemon":
       if not 0.0 <= float(obj.get("lemon_mix", 0.5)) <= 1.0:
         raise ValueError(f"config.objective.lemon_mix={obj.lemon_mix} is not in [0, 1]")
-      assignment = kge_lemon.entity_clusters(
+      assignment = kg_clusters.entity_clusters(
           self.graph.entities, int(obj.get("lemon_clusters", 16)),
           config.data.get("data_dir") or default_data_dir(),
           encoder=obj.get("lemon_encoder", "all-MiniLM-L6-v2"), seed=int(config.seed))
