@@ -33,7 +33,8 @@ GRID = dict(layers=(2, 3, 6), dims=(64, 96, 384))
 
 def get_config(arg: str | None = None):
   arg = common.parse_arg(arg, runlocal=False, mined_path="runs/mined/stdlib_train.jsonl",
-                         export_dim=0, grid=True, **{v: False for v in VARIANTS})
+                         export_dim=0, grid=True, full_weight=1.0, symmetric=False,
+                         **{v: False for v in VARIANTS})
   chosen = [v for v in VARIANTS if arg[v]]
   if len(chosen) != 1:
     raise ValueError(f"choose exactly one variant of {VARIANTS}, got {chosen or 'none'} "
@@ -48,8 +49,8 @@ def get_config(arg: str | None = None):
                        kl_weight=1.0, kl_temperature=0.3, layer_weighting="linear")
   elif variant == "starbucks":
     # Starbucks' CE is query-to-document only, with KL weight 1 (ielab/Starbucks scripts).
-    c.objective = dict(base, name="starbucks", symmetric=False, kl_weight=1.0, pairs=(),
-                       renormalize=True)
+    c.objective = dict(base, name="starbucks", symmetric=arg.symmetric, kl_weight=1.0,
+                       full_weight=arg.full_weight, pairs=(), renormalize=True)
   elif variant == "mined":
     c.data = dict(name="mined_negatives", path=arg.mined_path, num_negatives=1,
                   query_lengths=c.data.query_lengths, code_lengths=c.data.code_lengths)

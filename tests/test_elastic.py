@@ -232,7 +232,7 @@ def test_starbucks_matches_reference(renormalize, with_hard):
   hn = _emb(22, num_layers, b, 2, dim) if with_hard else None
   pairs = ((1, 3), (2, 6), (-1, 8), (3, 12))  # the last is the full size: skipped
   loss, metrics = jax.jit(lambda a, c, h: elastic.starbucks(
-      a, c, pairs, scale=scale, kl_weight=0.7, hard_negatives=h,
+      a, c, pairs, scale=scale, kl_weight=0.7, full_weight=2.5, hard_negatives=h,
       renormalize=renormalize))(ql, dl, hn)
 
   def emb(x, layer, d):
@@ -248,6 +248,7 @@ def test_starbucks_matches_reference(renormalize, with_hard):
   full_logits = ref_logits(full_q, cands(-1, dim), scale)
   expected = ref_ce_rows(full_q, cands(-1, dim), scale)
   np.testing.assert_allclose(metrics["loss_full"], expected, rtol=TOL, atol=TOL)
+  expected *= 2.5  # full_weight
   for layer, d in pairs[:3]:
     q = emb(ql, layer, d)
     ce = ref_ce_rows(q, cands(layer, d), scale)

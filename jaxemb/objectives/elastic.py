@@ -303,14 +303,15 @@ def starbucks(
     *,
     scale: float | jax.Array = 20.0,
     kl_weight: float = 1.0,
+    full_weight: float = 1.0,
     hard_negatives: jax.Array | None = None,
     symmetric: bool = False,
     renormalize: bool = True,
 ) -> LossOutput:
   """Starbucks representation loss: every (layer, dim) pair every step.
 
-    loss = CE(s_full) + sum_{(l, d) in pairs, != full} [CE(s_{l,d})
-                                                        + kl_weight * KL(p_full || p_{l,d})]
+    loss = full_weight * CE(s_full)
+           + sum_{(l, d) in pairs, != full} [CE(s_{l,d}) + kl_weight * KL(p_full || p_{l,d})]
 
   `s_{l,d}` are the in-batch logits `scale * q_l[:d] . d_l[:d]`, CE is `info_nce` (query to
   document, plus document to query when `symmetric`), `p` the row softmax of the query-to-
@@ -324,6 +325,9 @@ def starbucks(
       `dim` in `[1, D]`; e.g. `MINILM_PAIRS` for 7 hidden states of MiniLM.
     scale: inverse temperature of the logits (Starbucks: 1 / 0.05 = 20).
     kl_weight: weight of each KL term (Starbucks' `kl_divergence_weight`, 1 in its scripts).
+    full_weight: weight of the full-size CE (1 in Starbucks). With AdamW only the loss terms'
+      relative weights matter; a larger weight keeps the full size's share of the update when
+      the budget is short (`configs/codesearch_elastic.py:starbucks` uses the pair count).
     hard_negatives: optional `[L, B, K, D]` per-layer hard negatives, truncated like docs.
     symmetric: passed to `info_nce` (Starbucks' CE is query-to-document only: False).
     renormalize: L2-normalise every truncated embedding (True: the sizes are scored as
@@ -381,6 +385,6 @@ def starbucks(
     tag = f"L{layer % num_layers}_d{dim}"
     metrics[f"loss@{tag}"] = ce
     metrics[f"kl@{tag}"] = kl
-  loss = loss_full + ce_sub + kl_weight * kl_sub
+  loss = full_weight * loss_full + ce_sub + kl_weight * kl_sub
   return loss, {"loss": loss, "loss_full": loss_full, "ce_sub": ce_sub, "kl_sub": kl_sub,
                 **metrics}

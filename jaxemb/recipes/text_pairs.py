@@ -34,7 +34,7 @@ OBJECTIVE_KEYS = frozenset({"name", "scale", "learnable_scale", "max_scale", "bi
                             "symmetric", "label_smoothing", "dims", "weights",
                             "n_layers_per_step", "kl_weight", "kl_temperature",
                             "last_layer_weight", "prior_layers_weight", "layer_weighting",
-                            "pairs", "renormalize"})
+                            "pairs", "renormalize", "full_weight"})
 EVALUATOR_KEYS = frozenset({"task", "split", "baseline", "data_dir", "batch_size", "grid"})
 
 
@@ -85,10 +85,12 @@ LAYER_LOSSES: dict[str, Callable] = {
         kl_weight=c.get("kl_weight", 1.0), kl_temperature=c.get("kl_temperature", 0.3),
         layer_weighting=c.get("layer_weighting", "linear")),
     # Starbucks: every (layer, dim) of objective.pairs every step, CE plus KL to the full
-    # model's detached in-batch scores (objective.kl_weight); default pairs: MiniLM's.
+    # model's detached in-batch scores (objective.kl_weight, full-size CE weighted by
+    # objective.full_weight); default pairs: MiniLM's.
     "starbucks": lambda c, q, d, extra, negatives, key: elastic.starbucks(
         q, d, tuple(tuple(p) for p in (c.get("pairs") or elastic.MINILM_PAIRS)),
-        scale=_scale(c, extra), kl_weight=c.get("kl_weight", 1.0), hard_negatives=negatives,
+        scale=_scale(c, extra), kl_weight=c.get("kl_weight", 1.0),
+        full_weight=c.get("full_weight", 1.0), hard_negatives=negatives,
         symmetric=c.get("symmetric", False), renormalize=c.get("renormalize", True)),
 }
 # Losses that use hard negatives; the others would silently ignore "neg_ids".
