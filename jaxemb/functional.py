@@ -4,8 +4,10 @@
     out = jaxemb.apply(graphdef, params, batch)      # == model(**batch)
     jax.jit(jax.grad(lambda p: loss(jaxemb.apply(graphdef, p, batch))))(params)
 
-`graphdef` is a pytree whose leaves are the model's non-parameter state (RNG streams), so it
-can be passed straight through `jax.jit`; `params` shard like any pytree.
+`graphdef` is a pytree whose leaves are the model's non-parameter state (RNG streams, batch
+statistics), so it can be passed straight through `jax.jit`; `params` shard like any pytree.
+State that changes in training (`nnx.BatchStat`, e.g. BatchNorm's running statistics) is read
+with `model_state(model)` and given back to `merge(graph, params, state)`.
 """
 
 from __future__ import annotations
@@ -31,9 +33,23 @@ class Graph:
   def tree_unflatten(cls, graphdef, children):
     return cls(graphdef, children[0])
 
-  def merge(self, params: Any) -> nnx.Module:
-    """A module with `params` (pure dict) and this graph's other state."""
-    return nnx.merge(self.graphdef, nnx.State(params), nnx.State(self.rest))
+  def merge(self, params: Any, state: Any = None) -> nnx.Module:
+    """A module with `params` (pure dict) and this graph's other state, where `state` (a pure
+    dict such as `model_state` returns) replaces the values it holds."""
+    rest = _overlay(self.rest, state) if state else self.rest
+    return nnx.merge(self.graphdef, nnx.State(params), nnx.State(rest))
+
+
+def _overlay(base: Any, top: Any) -> Any:
+  if not isinstance(base, dict) or not isinstance(top, dict):
+    return top
+  return {k: _overlay(v, top[k]) if k in top else v for k, v in base.items()}
+
+
+def model_state(model: nnx.Module) -> dict:
+  """The module's training-time state (`nnx.BatchStat` values) as a pure dict; empty when it
+  has none. The loop carries it through the step and checkpoints it beside the parameters."""
+  return nnx.state(model, nnx.BatchStat).to_pure_dict()
 
 
 def split(model: nnx.Module) -> tuple[Graph, dict]:
@@ -42,9 +58,10 @@ def split(model: nnx.Module) -> tuple[Graph, dict]:
   return Graph(graphdef, rest.to_pure_dict()), params.to_pure_dict()
 
 
-def merge(graph: Graph, params: Any) -> nnx.Module:
-  """The module back from `split` (new Variables; the inputs are not modified)."""
-  return graph.merge(params)
+def merge(graph: Graph, params: Any, state: Any = None) -> nnx.Module:
+  """The module back from `split` (new Variables; the inputs are not modified), with
+  `model_state` values `state` when given."""
+  return graph.merge(params, state)
 
 
 def apply(graph: Graph, params: Any, batch: dict, **kwargs) -> Any:

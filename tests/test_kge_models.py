@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 from flax import nnx
 
+from jaxemb import functional
 from jaxemb.nn import kge
 
 E, R, D = 11, 5, 6
@@ -44,11 +45,13 @@ def _slow_score(model: kge.KGEModel, h: int, r: int, t: int) -> float:
     w2 = sum((rs[i] * hm[i] + rm[i] - tm[i]) ** 2 + (abs(rs[i] * hs[i]) - abs(ts[i])) ** 2
              for i in range(D))
     return model.gamma - w2
-  if name == "tucker":
+  if name == "tucker":  # BatchNorms at their running statistics (evaluation)
     core = np.asarray(model.core[...], np.float64)
     dr = rel.shape[1]
-    return float(sum(core[i, j, k] * ent[h][i] * rel[r][j] * ent[t][k]
-                     for i in range(D) for j in range(dr) for k in range(D)))
+    eh = _slow_norm(model.norm_h, ent[h])
+    x = [sum(core[i, j, k] * eh[i] * rel[r][j] for i in range(D) for j in range(dr))
+         for k in range(D)]
+    return float(sum(v * ent[t][k] for k, v in enumerate(_slow_norm(model.norm_hr, x))))
   raise AssertionError(name)
 
 
@@ -56,8 +59,23 @@ CASES = [("transe", dict(p=1)), ("transe", dict(p=2)), ("distmult", {}), ("compl
          ("rotate", {}), ("tucker", dict(relation_dim=4)), ("nfe", dict(gamma=2.5))]
 
 
+def _slow_norm(norm, x):
+  """BatchNorm1d in evaluation: (x_i - mean_i) / sqrt(var_i + eps) * scale_i + bias_i."""
+  v = [np.float64(a) for a in (norm.mean[...], norm.var[...], norm.scale[...], norm.bias[...])]
+  return [(x[i] - v[0][i]) / math.sqrt(v[1][i] + norm.eps) * v[2][i] + v[3][i]
+          for i in range(len(x))]
+
+
 def _model(name, kwargs, seed=0):
-  return kge.KGEModel(name, E, R, D, rngs=nnx.Rngs(seed), **kwargs)
+  model = kge.KGEModel(name, E, R, D, rngs=nnx.Rngs(seed), **kwargs)
+  if name == "tucker":  # non-trivial norms: running statistics, scale and bias away from 0 / 1
+    rng = np.random.default_rng(seed + 100)
+    for norm in (model.norm_h, model.norm_hr):
+      norm.mean[...] = jnp.asarray(rng.normal(0, 0.3, D), jnp.float32)
+      norm.var[...] = jnp.asarray(rng.uniform(0.5, 2.0, D), jnp.float32)
+      norm.scale[...] = jnp.asarray(rng.uniform(0.5, 1.5, D), jnp.float32)
+      norm.bias[...] = jnp.asarray(rng.normal(0, 0.2, D), jnp.float32)
+  return model
 
 
 @pytest.mark.parametrize("name,kwargs", CASES, ids=[f"{n}{k}" for n, k in CASES])
@@ -121,12 +139,55 @@ def test_tables_carry_logical_axis_names():
 
 
 def test_tucker_dropout_only_with_key():
-  model = _model("tucker", {})
+  # Without norms: a training call would move their running statistics (tested below).
+  model = kge.KGEModel("tucker", E, R, D, batch_norm=False, rngs=nnx.Rngs(0))
   h, r, t = jnp.arange(4), jnp.arange(4) % R, jnp.arange(4) + 3
   plain = model.score_hrt(h, r, t)
   dropped = model.score_hrt(h, r, t, dropout_key=jax.random.key(0))
   assert not np.allclose(plain, dropped)
   np.testing.assert_array_equal(plain, model.score_hrt(h, r, t))
+
+
+def test_batch_norm_trains_as_pytorch_batchnorm1d():
+  """Training normalises by batch mean / biased variance over every leading axis and moves the
+  running statistics by momentum 0.1 with the unbiased variance (torch.nn.BatchNorm1d's
+  documented update); evaluation then uses the running ones."""
+  rng = np.random.default_rng(3)
+  x = rng.normal(1.0, 2.0, (4, 3, D))
+  norm = kge.BatchNorm1d(D)
+  norm.scale[...] = jnp.asarray(rng.uniform(0.5, 1.5, D), jnp.float32)
+  norm.bias[...] = jnp.asarray(rng.normal(0, 0.2, D), jnp.float32)
+  got = np.asarray(norm(jnp.asarray(x, jnp.float32), train=True))
+  flat = x.reshape(-1, D)
+  n = flat.shape[0]
+  scale, bias = np.float64(norm.scale[...]), np.float64(norm.bias[...])
+  for i in range(D):
+    col = flat[:, i]
+    mean = sum(col) / n
+    var = sum((c - mean) ** 2 for c in col) / n
+    want = (x[..., i] - mean) / math.sqrt(var + 1e-5) * scale[i] + bias[i]
+    np.testing.assert_allclose(got[..., i], want, rtol=1e-4, atol=1e-5)
+    np.testing.assert_allclose(norm.mean[...][i], 0.1 * mean, rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(norm.var[...][i], 0.9 + 0.1 * var * n / (n - 1), rtol=1e-5)
+  evaluated = np.asarray(norm(jnp.asarray(x, jnp.float32), train=False))
+  np.testing.assert_allclose(evaluated.reshape(-1, D), np.array(
+      [_slow_norm(norm, row) for row in flat]), rtol=1e-5, atol=1e-5)
+
+
+def test_tucker_norms_train_on_batch_statistics():
+  model = _model("tucker", {}, seed=1)
+  model.dropout = (0.0, 0.0, 0.0)  # isolate the norms
+  h, r, t = jnp.arange(6) % E, jnp.arange(6) % R, (jnp.arange(6) + 3) % E
+  before = jax.tree.map(np.asarray, functional.model_state(model))
+  evaluated = model.score_hrt(h, r, t)
+  np.testing.assert_array_equal(  # evaluation leaves the running statistics alone
+      np.asarray(model.norm_h.mean[...]), before["norm_h"]["mean"])
+  trained = model.score_hrt(h, r, t, dropout_key=jax.random.key(0))
+  assert not np.allclose(evaluated, trained)
+  assert not np.allclose(np.asarray(model.norm_h.mean[...]), before["norm_h"]["mean"])
+  assert not np.allclose(np.asarray(model.norm_hr.var[...]), before["norm_hr"]["var"])
+  plain = kge.KGEModel("tucker", E, R, D, batch_norm=False, rngs=nnx.Rngs(0))
+  assert plain.norm_h is None and functional.model_state(plain) == {}
 
 
 def test_bad_options_raise():

@@ -8,11 +8,14 @@ import functools
 
 import jax
 import jax.numpy as jnp
+import ml_collections
 import numpy as np
 import optax
 import pytest
+from flax import nnx
 
 from jaxemb.data.synthetic import SyntheticPairs
+from jaxemb.recipes.base import Recipe
 from jaxemb.train import loop
 from jaxemb.train import mesh as mesh_lib
 from jaxemb.train import step as step_lib
@@ -213,3 +216,55 @@ def test_nonfinite_step_is_skipped_counted_and_leaves_the_state_unchanged():
   good_state, metrics = step(bad_state, {**batch, "teacher": jnp.zeros((8, HIDDEN))})
   assert int(metrics["nonfinite"]) == 0 and int(good_state["skipped"]) == 1
   assert _max_diff(good_state["params"], state["params"]) > 1e-4
+
+
+# ---------------------------------------------------------------------------------------------
+# Training-time model state (nnx.BatchStat) through the step.
+
+
+class _Counting(nnx.Module):
+  """One weight and a BatchStat that accumulates the batch mean each training call."""
+
+  def __init__(self, rngs):
+    del rngs
+    self.w = nnx.Param(jnp.ones((2,)))
+    self.seen = nnx.BatchStat(jnp.zeros((2,)))
+
+  def __call__(self, x):
+    self.seen[...] = self.seen[...] + jnp.mean(x, axis=0)
+    return x @ self.w[...]
+
+
+class _CountingRecipe(Recipe):
+  config_keys = frozenset()
+
+  def model(self, rngs):
+    return _Counting(rngs)
+
+  def loss(self, model, extra_params, batch, key):
+    value = jnp.mean(model(batch["x"]) ** 2) * batch["scale"][0]
+    return value, {}
+
+
+def test_model_state_is_carried_through_the_step_and_kept_on_nonfinite():
+  config = ml_collections.ConfigDict(dict(recipe="x", seed=0, total_steps=3))
+  recipe = _CountingRecipe(config)
+  mesh = mesh_lib.make_mesh({"data": 1}, devices=jax.devices()[:1])
+  tx = optax.sgd(0.1)
+  graph, state, _ = loop.init_state(config, mesh, tx, recipe)
+  np.testing.assert_array_equal(state["model_state"]["seen"], [0.0, 0.0])
+  step = jax.jit(step_lib.make_train_step(recipe, graph, tx, optax.constant_schedule(0.1)))
+  x = jnp.asarray([[1.0, 2.0], [3.0, 6.0]])
+  state, _ = step(state, {"x": x, "scale": jnp.ones((2,))})
+  state, _ = step(state, {"x": 2 * x, "scale": jnp.ones((2,))})
+  np.testing.assert_allclose(state["model_state"]["seen"], [2.0 + 4.0, 4.0 + 8.0])
+  np.testing.assert_allclose(  # the model the loop evaluates sees the carried state
+      loop.model_from_state(graph, state).seen[...], [6.0, 12.0])
+  state, metrics = step(state, {"x": x, "scale": jnp.full((2,), jnp.nan)})
+  assert int(metrics["nonfinite"]) == 1
+  np.testing.assert_allclose(state["model_state"]["seen"], [6.0, 12.0])
+  # Microbatches: each part starts from the same state, the step keeps the parts' mean.
+  step2 = jax.jit(step_lib.make_train_step(recipe, graph, tx, optax.constant_schedule(0.1),
+                                           microbatches=2))
+  state, _ = step2(state, {"x": x, "scale": jnp.ones((2,))})
+  np.testing.assert_allclose(state["model_state"]["seen"], [6.0 + 2.0, 12.0 + 4.0])

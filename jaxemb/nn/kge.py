@@ -23,15 +23,16 @@ Tables carry logical axis names ("entity", "embed") and ("relation", "embed"), s
 ("entity", "fsdp") shards the entity table by rows; every score is a plain jnp expression over
 gathered rows or the whole table, so XLA partitions it under jit.
 
-TuckER follows PyKEEN's interaction without its two BatchNorm layers (their running statistics
-are mutable state outside the parameters); its three dropouts are applied when a `dropout_key`
-is given.
+TuckER follows PyKEEN's interaction with its two BatchNorm layers (`BatchNorm1d`, PyTorch's
+semantics; the running statistics are `nnx.BatchStat` state, which the loop carries and
+checkpoints) and three dropouts. A `dropout_key` means training: dropout on, the norms on batch
+statistics (updating the running ones); without it the norms use the running statistics.
 """
 
 from __future__ import annotations
 
 import math
-from typing import Any
+from typing import Any, Callable
 
 import jax
 import jax.numpy as jnp
@@ -123,6 +124,10 @@ def _split(x: jax.Array) -> tuple[jax.Array, jax.Array]:
   return x[..., :d], x[..., d:]
 
 
+def _identity(x: jax.Array) -> jax.Array:
+  return x
+
+
 def _dropout(x: jax.Array, rate: float, key: jax.Array | None) -> jax.Array:
   if key is None or rate == 0.0:
     return x
@@ -133,14 +138,15 @@ def _dropout(x: jax.Array, rate: float, key: jax.Array | None) -> jax.Array:
 def interact(interaction: str, h: jax.Array, r: jax.Array, t: jax.Array, *, p: int = 1,
              gamma: float = 0.0, core: jax.Array | None = None,
              dropout: tuple[float, float, float] = (0.0, 0.0, 0.0),
-             dropout_key: jax.Array | None = None) -> jax.Array:
+             dropout_key: jax.Array | None = None,
+             norms: tuple[Callable, Callable] | None = None) -> jax.Array:
   """Scores of broadcastable row arrays `h`, `r`, `t` ([..., width]) -> [...] (higher = truer).
 
   transe   -||h + r - t||_p
   distmult sum(h * r * t)
   complex  Re(<h, r, conj(t)>)
   rotate   -||h * r - t||_2 (complex product)
-  tucker   (DO(DO(h) x_1 DO(Z x_2 r))) . t
+  tucker   DO(BN_hr(DO(BN_h(h)) x_1 DO(Z x_2 r))) . t   (`norms` = (BN_h, BN_hr), or none)
   nfe      gamma - ||r_sigma h_mu + r_mu - t_mu||^2 - || |r_sigma h_sigma| - |t_sigma| ||^2
   """
   if interaction == "transe":
@@ -168,9 +174,10 @@ def interact(interaction: str, h: jax.Array, r: jax.Array, t: jax.Array, *, p: i
     if core is None:
       raise ValueError("tucker needs its core tensor")
     keys = jax.random.split(dropout_key, 3) if dropout_key is not None else (None,) * 3
-    x = _dropout(h, dropout[0], keys[0])
+    norm_h, norm_hr = norms or (_identity, _identity)
+    x = _dropout(norm_h(h), dropout[0], keys[0])
     zr = _dropout(jnp.einsum("ijk,...j->...ik", core, r), dropout[1], keys[1])
-    hr = _dropout(jnp.einsum("...ik,...i->...k", zr, x), dropout[2], keys[2])
+    hr = _dropout(norm_hr(jnp.einsum("...ik,...i->...k", zr, x)), dropout[2], keys[2])
     return jnp.sum(hr * t, axis=-1)
   raise ValueError(f"unknown interaction {interaction!r}; expected one of {INTERACTIONS}")
 
@@ -199,11 +206,16 @@ def _cmul(a: jax.Array, b: jax.Array, conj_b: bool = False) -> jax.Array:
   return jnp.concatenate([ar * br - ai * bi, ar * bi + ai * br], axis=-1)
 
 
+Affine = tuple[jax.Array, jax.Array]  # BatchNorm at running statistics: x -> x * a + c
+
+
 def tails_matmul(interaction: str, h: jax.Array, r: jax.Array, ent: jax.Array, *, p: int = 1,
-                 gamma: float = 0.0, core: jax.Array | None = None) -> jax.Array | None:
+                 gamma: float = 0.0, core: jax.Array | None = None,
+                 norms: tuple[Affine, Affine] | None = None) -> jax.Array | None:
   """(h, r, every entity) scores `[B, E]` from rows `h`, `r` `[B, w]` as matrix products, or None
-  where the interaction has no such form (TransE L1). Equal to `interact` up to float32
-  rounding of the expansions ||a - b||^2 = |a|^2 + |b|^2 - 2ab."""
+  where the interaction has no such form (TransE L1). Equal to `interact` (no dropout, TuckER's
+  `norms` as their evaluation-time affine maps) up to float32 rounding of the expansions
+  ||a - b||^2 = |a|^2 + |b|^2 - 2ab."""
   if interaction == "distmult":
     return (h * r) @ ent.T
   if interaction == "complex":
@@ -216,13 +228,15 @@ def tails_matmul(interaction: str, h: jax.Array, r: jax.Array, ent: jax.Array, *
     (hm, hs), (rm, rs), (em, es) = _split(h), _split(r), _split(ent)
     return gamma - _sqdist(rs * hm + rm, em) - _sqdist(jnp.abs(rs * hs), jnp.abs(es))
   if interaction == "tucker":
-    hr = jnp.einsum("...ik,...i->...k", jnp.einsum("ijk,...j->...ik", core, r), h)
-    return hr @ ent.T
+    (a_h, c_h), (a_hr, c_hr) = norms or ((1.0, 0.0), (1.0, 0.0))
+    hr = jnp.einsum("...ik,...i->...k", jnp.einsum("ijk,...j->...ik", core, r), h * a_h + c_h)
+    return (hr * a_hr + c_hr) @ ent.T
   return None
 
 
 def heads_matmul(interaction: str, r: jax.Array, t: jax.Array, ent: jax.Array, *, p: int = 1,
-                 gamma: float = 0.0, core: jax.Array | None = None) -> jax.Array | None:
+                 gamma: float = 0.0, core: jax.Array | None = None,
+                 norms: tuple[Affine, Affine] | None = None) -> jax.Array | None:
   """(every entity, r, t) scores `[B, E]` as matrix products (see `tails_matmul`)."""
   if interaction == "distmult":
     return (r * t) @ ent.T
@@ -250,12 +264,48 @@ def heads_matmul(interaction: str, r: jax.Array, t: jax.Array, ent: jax.Array, *
            + jnp.sum(ts * ts, -1)[None, :])
     return (gamma - jnp.maximum(mu, 0.0) - jnp.maximum(sig, 0.0)).T
   if interaction == "tucker":
-    return jnp.einsum("ijk,bj,bk->bi", core, r, t) @ ent.T
+    # sum_k (a_k x_k + c_k) t_k with x = Z x_1 e' x_2 r: the head side folds a into t.
+    (a_h, c_h), (a_hr, c_hr) = norms or ((1.0, 0.0), (1.0, 0.0))
+    scores = jnp.einsum("ijk,bj,bk->bi", core, r, t * a_hr) @ (ent * a_h + c_h).T
+    return scores + jnp.sum(t * c_hr, axis=-1)[:, None]
   return None
 
 
 # ---------------------------------------------------------------------------------------------
-# The module.
+# The modules.
+
+
+class BatchNorm1d(nnx.Module):
+  """PyTorch's `BatchNorm1d` over the last axis, every other axis a batch axis (PyKEEN's
+  `apply_optional_bn`): training normalises by the batch mean and biased variance and moves
+  the running statistics by `momentum` (the variance unbiased, n / (n - 1)); evaluation uses
+  the running ones. Trainable scale (1) and bias (0); running mean 0, variance 1."""
+
+  def __init__(self, dim: int, *, momentum: float = 0.1, eps: float = 1e-5,
+               param_dtype: Any = jnp.float32):
+    self.momentum, self.eps = float(momentum), float(eps)
+    self.scale = nnx.Param(jnp.ones((dim,), param_dtype))
+    self.bias = nnx.Param(jnp.zeros((dim,), param_dtype))
+    self.mean = nnx.BatchStat(jnp.zeros((dim,), jnp.float32))
+    self.var = nnx.BatchStat(jnp.ones((dim,), jnp.float32))
+
+  def affine(self) -> Affine:
+    """(a, c) with evaluation-time output x * a + c."""
+    a = self.scale[...] * jax.lax.rsqrt(self.var[...] + self.eps)
+    return a, self.bias[...] - self.mean[...] * a
+
+  def __call__(self, x: jax.Array, train: bool) -> jax.Array:
+    if not train:
+      a, c = self.affine()
+      return x * a + c
+    flat = x.reshape(-1, x.shape[-1])
+    n = flat.shape[0]
+    mean, var = jnp.mean(flat, axis=0), jnp.var(flat, axis=0)
+    m = self.momentum
+    unbiased = var * (n / (n - 1)) if n > 1 else var
+    self.mean[...] = (1 - m) * self.mean[...] + m * jax.lax.stop_gradient(mean)
+    self.var[...] = (1 - m) * self.var[...] + m * jax.lax.stop_gradient(unbiased)
+    return (x - mean) * jax.lax.rsqrt(var + self.eps) * self.scale[...] + self.bias[...]
 
 
 class KGEModel(nnx.Module):
@@ -270,6 +320,8 @@ class KGEModel(nnx.Module):
     p: TransE's norm (1 or 2; PyKEEN's default 1).
     gamma: NFE's score offset (does not change ranks).
     dropout: TuckER's (head, relation, head-relation) dropout rates (PyKEEN: 0.3, 0.4, 0.5).
+    batch_norm: TuckER's BatchNorm of the head and of the head-relation product (PyKEEN's
+      `apply_batch_normalization`, default True).
     row_axis: a mesh axis the entity table is row-sharded over (e.g. "fsdp"); triple scoring
       then looks rows up with `jaxemb.nn.tables.take_rows` (each device serves its own rows, no
       all-gather of the table). Empty: plain indexing (XLA decides).
@@ -278,7 +330,7 @@ class KGEModel(nnx.Module):
 
   def __init__(self, interaction: str, num_entities: int, num_relations: int, dim: int, *,
                relation_dim: int | None = None, p: int = 1, gamma: float = 0.0,
-               dropout: tuple[float, float, float] = (0.3, 0.4, 0.5),
+               dropout: tuple[float, float, float] = (0.3, 0.4, 0.5), batch_norm: bool = True,
                param_dtype: Any = jnp.float32, row_axis: str = "", rngs: nnx.Rngs):
     if interaction not in INTERACTIONS:
       raise ValueError(f"unknown interaction {interaction!r}; expected one of {INTERACTIONS}")
@@ -305,11 +357,28 @@ class KGEModel(nnx.Module):
           rngs.params(), (dim, rw, dim), param_dtype))
     else:
       self.core = None
+    if interaction == "tucker" and batch_norm:
+      self.norm_h, self.norm_hr = BatchNorm1d(dim), BatchNorm1d(dim)
+    else:
+      self.norm_h = self.norm_hr = None
+
+  @property
+  def has_train_mode(self) -> bool:
+    """Whether training scores differ from evaluation ones (TuckER's dropout or BatchNorm):
+    training then scores gathered rows with a `dropout_key`, not the matrix-product forms."""
+    return self.interaction == "tucker" and (any(self.dropout) or self.norm_h is not None)
 
   def _interact(self, h, r, t, dropout_key=None):
     core = self.core[...] if self.core is not None else None
+    norms = None
+    if self.norm_h is not None:
+      train = dropout_key is not None
+      norms = (lambda x: self.norm_h(x, train), lambda x: self.norm_hr(x, train))
     return interact(self.interaction, h, r, t, p=self.p, gamma=self.gamma, core=core,
-                    dropout=self.dropout, dropout_key=dropout_key)
+                    dropout=self.dropout, dropout_key=dropout_key, norms=norms)
+
+  def _norm_affines(self) -> tuple[Affine, Affine] | None:
+    return None if self.norm_h is None else (self.norm_h.affine(), self.norm_hr.affine())
 
   def score_hrt(self, h: jax.Array, r: jax.Array, t: jax.Array, *,
                 dropout_key: jax.Array | None = None) -> jax.Array:
@@ -345,7 +414,7 @@ class KGEModel(nnx.Module):
     ent, rel = self.entity[...], self.relation[...]
     core = self.core[...] if self.core is not None else None
     out = tails_matmul(self.interaction, ent[h], rel[r], ent, p=self.p, gamma=self.gamma,
-                       core=core)
+                       core=core, norms=self._norm_affines())
     return self.score_t(h, r) if out is None else out
 
   def score_h_matmul(self, r: jax.Array, t: jax.Array) -> jax.Array:
@@ -353,7 +422,7 @@ class KGEModel(nnx.Module):
     ent, rel = self.entity[...], self.relation[...]
     core = self.core[...] if self.core is not None else None
     out = heads_matmul(self.interaction, rel[r], ent[t], ent, p=self.p, gamma=self.gamma,
-                       core=core)
+                       core=core, norms=self._norm_affines())
     return self.score_h(r, t) if out is None else out
 
   def rows(self, h: jax.Array, r: jax.Array, t: jax.Array
@@ -382,8 +451,9 @@ def constrain(interaction: str, params: dict) -> dict:
 
 def build(options: dict, num_entities: int, num_relations: int, rngs: nnx.Rngs) -> KGEModel:
   """A `KGEModel` from a config section {interaction, dim, relation_dim, p, gamma, dropout,
-  row_axis}."""
-  valid = {"interaction", "dim", "relation_dim", "p", "gamma", "dropout", "row_axis"}
+  batch_norm, row_axis}."""
+  valid = {"interaction", "dim", "relation_dim", "p", "gamma", "dropout", "batch_norm",
+           "row_axis"}
   bad = sorted(set(options) - valid)
   if bad:
     raise ValueError(f"unknown model option(s) {bad}; valid: {sorted(valid)}")
@@ -391,4 +461,5 @@ def build(options: dict, num_entities: int, num_relations: int, rngs: nnx.Rngs) 
                   relation_dim=options.get("relation_dim") or None, p=int(options.get("p", 1)),
                   gamma=float(options.get("gamma", 0.0)),
                   dropout=tuple(options.get("dropout", (0.3, 0.4, 0.5))),
+                  batch_norm=bool(options.get("batch_norm", True)),
                   row_axis=options.get("row_axis", ""), rngs=rngs)

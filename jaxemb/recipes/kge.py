@@ -17,7 +17,8 @@ queries), scored against every entity with multi-hot labels (loss bce or cross_e
 
 Config sections:
   model:     interaction (transe|distmult|complex|rotate|tucker|nfe), dim, [relation_dim, p,
-             gamma, dropout, row_axis ("fsdp": look rows up shard-locally, see KGEModel)]
+             gamma, dropout, batch_norm (TuckER), row_axis ("fsdp": look rows up
+             shard-locally, see KGEModel)]
   data:      graph ("nations", "umls", "kinships" or a directory of train/valid/test.txt),
              [data_dir], triples_per_row (config.batch_size counts rows of this many triples)
   objective: loss, [margin, adversarial_temperature], num_negatives,
@@ -139,8 +140,10 @@ class KGERecipe(Recipe):
           encoder=obj.get("lemon_encoder", "all-MiniLM-L6-v2"), seed=int(config.seed))
       self.clusters = kge_obj.cluster_tables(assignment)
     self._eval_fns = None
+    # TuckER's dropout / BatchNorm train on gathered rows (see KGEModel.has_train_mode).
     tucker_dropout = (config.model.interaction == "tucker"
-                      and any(float(x) for x in config.model.get("dropout", (0.3, 0.4, 0.5))))
+                      and (any(float(x) for x in config.model.get("dropout", (0.3, 0.4, 0.5)))
+                           or bool(config.model.get("batch_norm", True))))
     self.matmul_negatives = use_matmul(
         obj.get("negative_scoring", "auto"), config.model.interaction,
         int(config.model.get("p", 1)), self.graph.num_entities, int(obj.get("num_negatives", 1)),
@@ -167,7 +170,7 @@ class KGERecipe(Recipe):
           float(obj.get("lemon_mix", 0.5)))
     else:
       neg = kge_obj.corrupt_basic(corrupt_key, pos, k, n)
-    use_dropout = model.interaction == "tucker"
+    use_dropout = model.has_train_mode
     pos_key, neg_key = jax.random.split(dropout_key)
     pos_scores = model.score_hrt(pos[:, 0], pos[:, 1], pos[:, 2],
                                  dropout_key=pos_key if use_dropout else None)
@@ -208,8 +211,7 @@ class KGERecipe(Recipe):
     obj = self.config.objective
     q = batch["query"].reshape(-1, batch["query"].shape[-1])
     side, ent_id, rel_id, answers = q[:, 0], q[:, 1], q[:, 2], q[:, 3:]
-    dropout = model.interaction == "tucker" and any(model.dropout)
-    if dropout:  # the matrix-product forms carry no dropout
+    if model.has_train_mode:  # the matrix-product forms are evaluation-time scores
       tail_key, head_key = jax.random.split(key)
       tails = model.score_t(ent_id, rel_id, dropout_key=tail_key)
       heads = lambda: model.score_h(rel_id, ent_id, dropout_key=head_key)
@@ -265,20 +267,20 @@ class KGERecipe(Recipe):
     def evaluate(model, step):
       del step
       graph, params = functional.split(model)
+      # Training-time state (TuckER's running statistics) goes in as an argument, so the
+      # cached jitted scorers see the current values.
+      params = {"params": params, "state": functional.model_state(model)}
       if self._eval_fns is None:
         # Built once, so link_prediction's jit cache is hit at every later evaluation. Matrix
         # products where the interaction has them: a [Q, E] block then needs no [Q, E, width]
         # intermediate (the budget is divided by the width where it does).
-        holder = {"graph": graph}
+        merge = lambda p: functional.merge(graph, p["params"], p["state"])
         if model.has_matmul:
-          self._eval_fns = (
-              lambda p, h, r: functional.merge(holder["graph"], p).score_t_matmul(h, r),
-              lambda p, r, t: functional.merge(holder["graph"], p).score_h_matmul(r, t), 1)
+          self._eval_fns = (lambda p, h, r: merge(p).score_t_matmul(h, r),
+                            lambda p, r, t: merge(p).score_h_matmul(r, t), 1)
         else:
-          self._eval_fns = (
-              lambda p, h, r: functional.merge(holder["graph"], p).score_t(h, r),
-              lambda p, r, t: functional.merge(holder["graph"], p).score_h(r, t),
-              model.entity[...].shape[1])
+          self._eval_fns = (lambda p, h, r: merge(p).score_t(h, r),
+                            lambda p, r, t: merge(p).score_h(r, t), model.entity[...].shape[1])
       score_t, score_h, width = self._eval_fns
       out = {}
       for spec in specs:

@@ -23,7 +23,7 @@ import ml_collections
 import optax
 from flax import nnx
 
-from jaxemb import recipes
+from jaxemb import functional, recipes
 from jaxemb.data.pipeline import GlobalBatches
 from jaxemb.functional import Graph
 from jaxemb.recipes.base import Recipe, check_keys
@@ -116,11 +116,15 @@ def init_state(config, mesh, tx, recipe: Recipe) -> tuple[Graph, dict, Any]:
   }
 
   def init(seed_key):
-    _, params, rest = nnx.split(make_model(seed_key), nnx.Param, ...)
+    model = make_model(seed_key)
+    model_state = functional.model_state(model)
+    _, params, rest = nnx.split(model, nnx.Param, ...)
     params = {"model": params.to_pure_dict(), "extra": recipe.extra_params()}
     state = {"params": params, "opt_state": tx.init(params), "step": jnp.int32(0),
              "rng": jax.random.key_data(jax.random.fold_in(seed_key, 1)),
              "skipped": jnp.int32(0)}
+    if model_state:  # training-time state (BatchNorm statistics): carried and checkpointed
+      state["model_state"] = model_state
     return state, rest.to_pure_dict()
 
   seed_key = jax.random.key(config.seed)
@@ -130,14 +134,18 @@ def init_state(config, mesh, tx, recipe: Recipe) -> tuple[Graph, dict, Any]:
       transform_non_params=lambda _: mesh_lib.replicated(mesh))
   shardings = {"params": param_shardings, "opt_state": opt_shardings,
                **{k: mesh_lib.replicated(mesh) for k in ("step", "rng", "skipped")}}
+  if "model_state" in abstract_state:
+    shardings["model_state"] = jax.tree.map(lambda _: mesh_lib.replicated(mesh),
+                                            abstract_state["model_state"])
   rest_shardings = jax.tree.map(lambda _: mesh_lib.replicated(mesh), abstract_rest)
   state, rest = jax.jit(init, out_shardings=(shardings, rest_shardings))(seed_key)
   return Graph(graphdef, rest), state, shardings
 
 
 def model_from_state(graph: Graph, state: dict) -> nnx.Module:
-  """The recipe's module with the current parameters (for evaluation and export)."""
-  return graph.merge(state["params"]["model"])
+  """The recipe's module with the current parameters and model state (for evaluation and
+  export)."""
+  return graph.merge(state["params"]["model"], state.get("model_state"))
 
 
 # ---------------------------------------------------------------------------------------------
@@ -173,7 +181,7 @@ def run(config: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:
   best by `config.best_metric` when `config.final_from_best`, that step in "final_from_step"),
   "preempted",
   "compilations" (of the train step), "export" (directory, when exported), and "state",
-  "graph" (`jaxemb.functional.Graph`: `graph.merge(state["params"]["model"])` is the model) and
+  "graph" (`jaxemb.functional.Graph`: `model_from_state(graph, state)` is the model) and
   "recipe" for callers that continue in Python.
   """
   recipe = make_recipe(config)
@@ -294,8 +302,9 @@ def run(config: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:
                      if config.get("final_from_best") else summary["eval_end"])
       if finished and config.get("export"):
         directory = os.path.join(workdir, "export")
-        host_params = jax.device_get(state["params"]["model"])
-        summary["export"] = recipe.export(graph.merge(host_params), directory)
+        host = jax.device_get({"params": state["params"],
+                               "model_state": state.get("model_state")})
+        summary["export"] = recipe.export(model_from_state(graph, host), directory)
     finally:
       data.close()
       ckpt.close()
