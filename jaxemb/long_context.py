@@ -45,11 +45,16 @@ def trained_length(model: EmbeddingModel) -> int:
   return _encoder_config(model).max_position_embeddings
 
 
-def _encoder_config(model: EmbeddingModel):
+def _raw_config(model: EmbeddingModel):
   cfg = getattr(model.module.encoder, "cfg", None)
   if cfg is None or not hasattr(cfg, "position_embedding"):
     raise ValueError(f"long-context methods need a transformer encoder; {model.name!r} has "
                      f"{type(model.module.encoder).__name__}")
+  return cfg
+
+
+def _encoder_config(model: EmbeddingModel):
+  cfg = _raw_config(model)
   if cfg.position_scaling or cfg.rope_scaling:
     raise ValueError(f"{model.name!r} is already extended (position_scaling="
                      f"{cfg.position_scaling!r}, rope_scaling={cfg.rope_scaling!r})")
@@ -111,6 +116,14 @@ def extend(model: EmbeddingModel, max_seq_length: int, position_scaling: str | N
   "pcw" needs no model change (it is a way of encoding, `encode`): the copy only keeps the
   trained length. None: truncation at `max_seq_length`.
   """
+  raw = _raw_config(model)
+  if raw.position_embedding == "absolute" and raw.position_scaling:
+    # Already extended (e.g. a PI-tuned export): usable up to its length with its own method.
+    if position_scaling != raw.position_scaling or max_seq_length > raw.max_length:
+      raise ValueError(f"{model.name!r} is already extended with position_scaling="
+                       f"{raw.position_scaling!r} to {raw.max_length} tokens; got "
+                       f"{position_scaling!r} at {max_seq_length}")
+    return dataclasses.replace(model, max_seq_length=max_seq_length)
   check_method(model, max_seq_length, position_scaling)
   cfg = _encoder_config(model)
   trained = cfg.max_position_embeddings
@@ -195,7 +208,8 @@ def encode(model: EmbeddingModel, texts: Sequence[str], *, max_seq_length: int |
            position_scaling: str | None = None, **kwargs) -> np.ndarray:
   """`jaxemb.encoding.encode` at `max_seq_length` tokens under `position_scaling` (see the
   module docstring); kwargs as `jaxemb.encoding.encode`."""
-  check_method(model, max_seq_length, position_scaling)
+  if not _raw_config(model).position_scaling:  # an extended model: checked by `extend`
+    check_method(model, max_seq_length, position_scaling)
   if position_scaling == "pcw":
     return encode_pcw(model, texts, max_seq_length, **kwargs)
   length = model.max_seq_length if max_seq_length is None else max_seq_length

@@ -65,10 +65,12 @@ def tokenized_pairs(tokenizer, *, query_lengths: tuple[int, ...], code_lengths: 
 
 
 class TextPairs:
-  """Random-access (query, code) pairs of a split, as numpy bytes (stackable into batches)."""
+  """Random-access (query, code) pairs of a split, as numpy bytes (stackable into batches);
+  `load(split, data_dir)` is the corpus builder's (this corpus's or another of the same fields,
+  e.g. `stdlib_modules`)."""
 
-  def __init__(self, split: str, data_dir: str | None):
-    self._source = corpus_builder.load(split, data_dir)
+  def __init__(self, split: str, data_dir: str | None, load: Callable = corpus_builder.load):
+    self._source = load(split, data_dir)
 
   def __len__(self) -> int:
     return len(self._source)
@@ -81,8 +83,17 @@ class TextPairs:
 
 def train_dataset(options: dict, text_model) -> tuple[Any, Callable]:
   """`config.data.name = "stdlib_code_search"`: (pairs of a split, tokenising transform)."""
+  return pairs_dataset(NAME, corpus_builder.load, options, text_model)
+
+
+def pairs_dataset(name: str, load: Callable, options: dict, text_model) -> tuple[Any, Callable]:
+  """(TextPairs of `options.split` read with `load`, tokenising transform) for a training
+  dataset of (query, code) rows named `name`; options split, data_dir, query_lengths,
+  code_lengths and pose_length (> 0: the batches also hold "doc_positions", PoSE positions
+  spread over that many tokens, drawn from the global batch index, for tuning long-context
+  position rows; see `jaxemb.nn.long_context.pose_positions`)."""
   if text_model is None:
-    raise ValueError("the stdlib_code_search dataset needs a tokenizer: set "
+    raise ValueError(f"the {name} dataset needs a tokenizer: set "
                      "config.model.pretrained or config.model.tokenizer to a model name or "
                      "directory")
   options = dict(options)
@@ -90,12 +101,26 @@ def train_dataset(options: dict, text_model) -> tuple[Any, Callable]:
   data_dir = options.pop("data_dir", None) or None
   query_lengths = tuple(options.pop("query_lengths", (16, 32)))
   code_lengths = tuple(options.pop("code_lengths", (64, 128)))
+  pose_length = int(options.pop("pose_length", 0) or 0)
   if options:
-    raise ValueError(f"unknown stdlib_code_search option(s) {sorted(options)}; valid: "
-                     "split, data_dir, query_lengths, code_lengths")
+    raise ValueError(f"unknown {name} option(s) {sorted(options)}; valid: "
+                     "split, data_dir, query_lengths, code_lengths, pose_length")
   transform = tokenized_pairs(text_model.tokenizer, query_lengths=query_lengths,
                               code_lengths=code_lengths, pad_id=text_model.pad_token_id)
-  return TextPairs(split, data_dir), transform
+  if pose_length:
+    transform = _with_pose_positions(transform, pose_length)
+  return TextPairs(split, data_dir, load), transform
+
+
+def _with_pose_positions(transform: Callable, target_length: int) -> Callable:
+  from jaxemb.nn.long_context import pose_positions
+
+  def with_positions(batch: dict, index: int | None = None) -> dict:
+    out = transform(batch, index)
+    rng = np.random.default_rng([0x9053, index or 0])  # one draw per global batch: resumable
+    return {**out, "doc_positions": pose_positions(out["doc_mask"], target_length, rng)}
+
+  return with_positions
 
 
 # ---------------------------------------------------------------------------------------------

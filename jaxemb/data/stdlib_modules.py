@@ -1,7 +1,8 @@
 """The long-document module-search task "stdlib_modules" (`jaxemb eval --task
 stdlib_modules:test`): every module docstring of a split is a query, every module source of that
 split the corpus (up to ~4k tokens each), and the query's own module its one relevant document;
-metrics as `jaxemb.evaluate.retrieval` (nDCG@10, ...), baseline "bm25" (lexical)."""
+metrics as `jaxemb.evaluate.retrieval` (nDCG@10, ...), baseline "bm25" (lexical). Also a
+training dataset of (docstring, source) pairs (`config.data.name = "stdlib_modules"`)."""
 
 from __future__ import annotations
 
@@ -33,3 +34,10 @@ def evaluate_data(embed_fn, data: dict) -> dict[str, float]:
 
 TASK = Task(NAME, load=retrieval_data, evaluate=evaluate_data,
             baselines={"bm25": ("BM25 (lexical)", code_search.bm25_data_metrics)})
+
+
+def train_dataset(options: dict, text_model):
+  """`config.data.name = "stdlib_modules"`: (module docstring, module source) pairs of a split
+  with the code-search dataset's options and transform (sources truncated at the last
+  `code_lengths`)."""
+  return code_search.pairs_dataset(NAME, corpus_builder.load, options, text_model)

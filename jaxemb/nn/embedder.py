@@ -49,7 +49,8 @@ class SentenceEmbedder(nnx.Module):
 
   def __call__(self, input_ids: jax.Array, attention_mask: jax.Array, *,
                deterministic: bool = True, normalize: bool | None = None,
-               layer: int | None = None, truncate_dim: int | None = None) -> jax.Array:
+               layer: int | None = None, truncate_dim: int | None = None,
+               position_ids: jax.Array | None = None) -> jax.Array:
     """Embeds a padded batch: float32 `[B, D]` (`[B, truncate_dim]` when truncated).
 
     Args:
@@ -61,11 +62,15 @@ class SentenceEmbedder(nnx.Module):
         last one; the encoder stops there, so smaller layers cost less.
       truncate_dim: keep the first `truncate_dim` dimensions of the pooled vector, before
         normalisation (Matryoshka / 2D-Matryoshka embeddings).
+      position_ids: explicit `[B, L]` positions for the encoder (transformer encoders; see
+        `TransformerEncoder`), e.g. PoSE offsets when tuning long-context position rows.
     """
     self.check_size(layer, truncate_dim)
     normalize = self.normalize if normalize is None else normalize
     needs_all = self.pooler.kind == "multi_layer"
     kwargs = {} if layer is None else {"num_layers": layer}
+    if position_ids is not None:
+      kwargs["position_ids"] = position_ids
     out = self.encoder(input_ids, attention_mask, deterministic=deterministic,
                        output_hidden_states=needs_all, **kwargs)
     all_hidden = jnp.stack(out.hidden_states) if needs_all else None

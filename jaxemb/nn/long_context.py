@@ -79,6 +79,24 @@ def new_rows_mask(rows: int, factor: int) -> np.ndarray:
   return np.arange(rows) % factor != 0
 
 
+def pose_positions(mask: np.ndarray, target_length: int, rng: np.random.Generator
+                   ) -> np.ndarray:
+  """PoSE position ids [B, L] for right-padded rows (`mask` [B, L]) of up to L real tokens,
+  spread over `target_length` positions: each row of l real tokens is cut at c ~ U[1, l - 1]
+  and its second part skipped ahead by u ~ U[0, target_length - l], so the positions are
+  0 .. c - 1, c + u .. l - 1 + u (the first token, [CLS], stays at 0). Rows with
+  l >= target_length or l < 2 keep 0 .. l - 1; padding gets position 0."""
+  mask = np.asarray(mask)
+  out = np.zeros(mask.shape, np.int32)
+  for b, l in enumerate(mask.astype(bool).sum(1)):
+    pos = np.arange(l)
+    if 2 <= l < target_length:
+      cut = rng.integers(1, l)
+      pos[cut:] += rng.integers(0, target_length - l + 1)
+    out[b, :l] = pos
+  return out
+
+
 def self_extend_positions(positions: Array, group: int, window: int
                           ) -> tuple[Array, Array, Array]:
   """(relative position m - n [B, Q, K], grouped query-side positions, grouped positions).

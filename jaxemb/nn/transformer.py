@@ -266,7 +266,8 @@ class TransformerEncoder(nnx.Module):
 
   def __call__(self, input_ids: Array, attention_mask: Array, token_type_ids: Array | None = None,
                *, deterministic: bool = True, output_hidden_states: bool = False,
-               num_layers: int | None = None, scan: bool = False) -> EncoderOutput:
+               num_layers: int | None = None, scan: bool = False,
+               position_ids: Array | None = None) -> EncoderOutput:
     """Encodes a padded batch.
 
     Args:
@@ -280,6 +281,10 @@ class TransformerEncoder(nnx.Module):
         run; the final norm of pre-LN models belongs to the last layer only.
       scan: run the layers under `jax.lax.scan` (inference only; off by default, see
         `jaxemb.nn.layers.run_layers` for why).
+      position_ids: optional int [B, L] positions to use instead of counting real tokens: for
+        absolute positions the table rows read as they are (no long-context map), for rotary
+        ones the rotation positions; e.g. PoSE's skipped positions when tuning position rows
+        (`jaxemb.long_context.pose_positions`). Values must be below the table's rows.
     """
     if input_ids.ndim != 2 or attention_mask.shape != input_ids.shape:
       raise ValueError(f"expected input_ids and attention_mask of the same shape [B, L], got "
@@ -295,12 +300,16 @@ class TransformerEncoder(nnx.Module):
       token_type_ids = jnp.zeros_like(input_ids)
     # HF BERT numbers positions 0..L-1 from the left edge; we count real tokens instead, which is
     # identical for right padding (sentence-transformers) and also correct for left padding.
-    positions = _positions(attention_mask)
+    explicit = position_ids is not None
+    if explicit and position_ids.shape != input_ids.shape:
+      raise ValueError(f"position_ids must have the shape of input_ids {input_ids.shape}, got "
+                       f"{position_ids.shape}")
+    positions = position_ids.astype(jnp.int32) if explicit else _positions(attention_mask)
     # Additive mask in float32: -inf-like for padded keys; a large finite value keeps an
     # all-padding row finite (its output is never used by the poolers).
     bias = jnp.where(attention_mask[:, None, None, :] > 0, 0.0, -1e9).astype(jnp.float32)
     rows = positions
-    if self.cfg.position_scaling:  # long context: which table row each position reads
+    if self.cfg.position_scaling and not explicit:  # long context: the row each position reads
       rows = long_context.absolute_positions(
           positions, attention_mask.astype(jnp.int32).sum(1), self.cfg.position_scaling,
           self.cfg.max_position_embeddings, self.cfg.position_scaling_factor)

@@ -38,6 +38,22 @@ _LAYER_TABLE = (
 )
 
 
+# jaxemb's own keys in config.json for an encoder with long-context positions (absolute: "gp",
+# "rp", "pi"): Hugging Face ignores them, so transformers/sentence-transformers read the table
+# as plain positions (the same rows for inputs past the trained length; under "pi" shorter
+# inputs read the interpolated rows there, where jaxemb reads the trained rows i * s).
+POSITION_SCALING_KEY = "jaxemb_position_scaling"
+
+
+def max_input_length(hf: dict) -> int:
+  """The longest input an exported config takes: its rows, times s under grouped/recurrent
+  positions."""
+  rows = int(hf["max_position_embeddings"])
+  if hf.get(POSITION_SCALING_KEY) in ("gp", "rp"):
+    return rows * int(hf.get(POSITION_SCALING_KEY + "_factor", 1))
+  return rows
+
+
 def config_from_hf(hf: dict, **overrides) -> TransformerConfig:
   """`TransformerConfig` from a Hugging Face BERT `config.json` dict."""
   if hf.get("model_type", "bert") != "bert":
@@ -55,6 +71,9 @@ def config_from_hf(hf: dict, **overrides) -> TransformerConfig:
       dropout_rate=hf.get("hidden_dropout_prob", 0.1),
       attention_dropout_rate=hf.get("attention_probs_dropout_prob", 0.1),
       pad_token_id=hf.get("pad_token_id", 0) or 0)
+  if hf.get(POSITION_SCALING_KEY):  # a long-context (e.g. PI-tuned) jaxemb export
+    cfg.update(position_scaling=hf[POSITION_SCALING_KEY],
+               position_scaling_factor=int(hf.get(POSITION_SCALING_KEY + "_factor", 1)))
   cfg.update(overrides)
   return TransformerConfig(**cfg)
 
@@ -77,6 +96,9 @@ def config_to_hf(cfg: TransformerConfig) -> dict:
       "attention_probs_dropout_prob": cfg.attention_dropout_rate,
       "pad_token_id": cfg.pad_token_id, "position_embedding_type": "absolute",
       "initializer_range": 0.02,
+      **({POSITION_SCALING_KEY: cfg.position_scaling,
+          POSITION_SCALING_KEY + "_factor": cfg.position_scaling_factor}
+         if cfg.position_scaling else {}),
   }
 
 

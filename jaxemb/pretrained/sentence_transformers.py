@@ -108,11 +108,10 @@ def load_pretrained(name_or_path: str | os.PathLike, *, dtype: str = "float32",
 
   st_cfg_file = directory / "sentence_bert_config.json"
   st_cfg = json.loads(st_cfg_file.read_text()) if st_cfg_file.is_file() else {}
-  max_len = max_seq_length or st_cfg.get("max_seq_length") or hf_config[
-      "max_position_embeddings"]
-  if not 2 <= max_len <= hf_config["max_position_embeddings"]:
-    raise ValueError(f"max_seq_length={max_len} must be in [2, "
-                     f"{hf_config['max_position_embeddings']}]")
+  longest = bert.max_input_length(hf_config)
+  max_len = max_seq_length or st_cfg.get("max_seq_length") or longest
+  if not 2 <= max_len <= longest:
+    raise ValueError(f"max_seq_length={max_len} must be in [2, {longest}]")
 
   weights_file = directory / "model.safetensors"
   if not weights_file.is_file():

@@ -42,6 +42,7 @@ from jaxemb.nn.embedder import l2_normalize
 from jaxemb.objectives import distill as distill_lib
 from jaxemb.recipes.base import TrainData, check_keys
 from jaxemb.recipes.text_pairs import TextPairs
+from jaxemb.train.optim import zero_updates
 
 LOSSES = ("mse", "score_kl", "trg")
 TEACHER_KEYS = frozenset({"model", "cache"})
@@ -127,16 +128,6 @@ def _texts(source, field: str) -> list[str]:
   return out
 
 
-def _zero_teacher_updates() -> optax.GradientTransformation:
-  """Sets the updates of `params["extra"]["teacher"]` to zero (like `optax.set_to_zero`)."""
-  def update(updates, state, params=None):
-    extra = {**updates["extra"], "teacher": jax.tree.map(jnp.zeros_like,
-                                                         updates["extra"]["teacher"])}
-    return {**updates, "extra": extra}, state
-
-  return optax.GradientTransformation(lambda params: optax.EmptyState(), update)
-
-
 class TextDistill(TextPairs):
   """`text_pairs` plus a frozen teacher; the loss is `distill.weight` times the distillation
   loss plus `distill.task_weight` times the `objective` (0 by default: pure distillation)."""
@@ -172,9 +163,9 @@ class TextDistill(TextPairs):
     if self.distill["loss"] != "trg":
       return tx, schedule
     # The teacher's updates are set to zero after AdamW (so weight decay cannot move it
-    # either). Not optax.masked / multi_transform: the loop shards the optimiser state like the
-    # params, which their MaskedNode leaves break; the cost is AdamW moments for the teacher.
-    return optax.chain(tx, _zero_teacher_updates()), schedule
+    # either); the cost is AdamW moments for the teacher (see `zero_updates`).
+    frozen = zero_updates(lambda name: name.startswith("extra/teacher/"))
+    return optax.chain(tx, frozen), schedule
 
   def teacher_embeddings(self, source) -> tuple[np.ndarray, np.ndarray]:
     """Teacher embeddings `[N, D]` of every training query and code, each truncated at the

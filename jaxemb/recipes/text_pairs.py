@@ -1,8 +1,10 @@
 """Recipe `text_pairs`: a sentence embedder (encoder + pooling) trained on paired texts.
 
 Batches hold "query_ids"/"query_mask" and "doc_ids"/"doc_mask" [B, L]; optional
-"neg_ids"/"neg_mask" [B, K, L] (hard negatives), "score" [B] (CoSENT) and "teacher" [B, D]
-(distillation). The loss sees the global batch, so in-batch negatives cross devices.
+"neg_ids"/"neg_mask" [B, K, L] (hard negatives), "score" [B] (CoSENT), "teacher" [B, D]
+(distillation) and "doc_positions" [B, L] (PoSE positions for long-context tuning: with
+`model.position_scaling="pi"`, `model.max_seq_length=N`, `data.pose_length=N` and
+`optim.trainable=("model/encoder/embeddings/position",)` only the new position rows train). The loss sees the global batch, so in-batch negatives cross devices.
 
 Config sections: `model` (pretrained weights or an encoder built from options, pooling,
 tokenizer), `data` (a dataset of `jaxemb.data.registry`), `objective` (a loss of
@@ -20,6 +22,7 @@ from typing import Any, Callable, Mapping
 import jax
 import jax.numpy as jnp
 import ml_collections
+import numpy as np
 from flax import nnx
 
 from jaxemb import objectives, tasks
@@ -29,7 +32,8 @@ from jaxemb.evaluate.registry import prefix_metrics
 from jaxemb.recipes.base import Recipe, TrainData, check_keys, evaluator_specs
 
 MODEL_KEYS = frozenset({"encoder", "encoder_options", "pooling", "pooling_options", "normalize",
-                        "pretrained", "tokenizer", "dtype", "max_seq_length", "num_layers"})
+                        "pretrained", "tokenizer", "dtype", "max_seq_length", "num_layers",
+                        "position_scaling"})
 OBJECTIVE_KEYS = frozenset({"name", "scale", "learnable_scale", "max_scale", "bias",
                             "symmetric", "label_smoothing", "dims", "weights",
                             "n_layers_per_step", "kl_weight", "kl_temperature",
@@ -136,11 +140,21 @@ def load_text_model(model_config: Mapping[str, Any]):
   """
   from jaxemb.pretrained.sentence_transformers import load_pretrained
   max_len = model_config.get("max_seq_length") or None
+  scaling = model_config.get("position_scaling") or None
   if model_config.get("pretrained"):
     pretrained = load_pretrained(model_config["pretrained"],
                                  dtype=model_config.get("dtype", "float32"),
-                                 max_seq_length=max_len)
+                                 max_seq_length=None if scaling else max_len)
+    if scaling:  # long context: positions extended to max_seq_length (jaxemb.long_context)
+      from jaxemb import long_context
+      if scaling == "pcw" or max_len is None:
+        raise ValueError(f"model.position_scaling={scaling!r} needs model.max_seq_length and "
+                         "a method that changes the model (gp, rp, pi; pcw is a way to encode)")
+      pretrained = long_context.extend(pretrained, int(max_len), scaling)
     return pretrained, pretrained
+  if scaling:
+    raise ValueError("model.position_scaling needs model.pretrained (it extends a trained "
+                     "encoder's positions)")
   if not model_config.get("tokenizer"):
     return None, None
   lender = load_pretrained(model_config["tokenizer"], max_seq_length=max_len)
@@ -181,6 +195,15 @@ class TextPairs(Recipe):
     self.pretrained, self.text_model = load_text_model(m)
     if self.pretrained is not None:
       self._pretrained_split = nnx.split(self.pretrained.module)
+    # Position interpolation keeps the trained rows at i * s (short inputs read them): they stay
+    # fixed when the new rows are tuned (`post_update`).
+    self._trained_position_rows = None
+    if m.get("position_scaling") == "pi" and self.pretrained is not None:
+      cfg = self.pretrained.module.encoder.cfg
+      if cfg.position_embedding == "absolute":
+        table = self.pretrained.module.encoder.embeddings.position.embedding[...]
+        factor = cfg.position_scaling_factor
+        self._trained_position_rows = (factor, np.asarray(table[::factor]))
 
   # --- model and loss -------------------------------------------------------------------------
 
@@ -200,12 +223,28 @@ class TextPairs(Recipe):
   def extra_params(self) -> dict[str, jax.Array]:
     return objective_params(self.config.objective)
 
+  def post_update(self, params):
+    """Under `model.position_scaling="pi"` the trained position rows (i * s) are put back, so
+    only the interpolated rows move and inputs within the trained length embed as before."""
+    if self._trained_position_rows is None:
+      return params
+    factor, rows = self._trained_position_rows
+    model = params["model"]
+    embeddings = model["encoder"]["embeddings"]
+    table = embeddings["position"]["embedding"]
+    table = table.at[::factor].set(jnp.asarray(rows, table.dtype))
+    embeddings = {**embeddings, "position": {**embeddings["position"], "embedding": table}}
+    return {**params, "model": {**model, "encoder": {**model["encoder"],
+                                                     "embeddings": embeddings}}}
+
   def loss(self, model, extra_params, batch, key):
     if self.by_layer:
       return self._layer_loss(model, extra_params, batch, key)
     q = model(batch["query_ids"], batch["query_mask"], deterministic=False)
     negatives = self._negatives(lambda ids, mask: model(ids, mask, deterministic=False), batch)
-    d = model(batch["doc_ids"], batch["doc_mask"], deterministic=False) if (
+    # "doc_positions": explicit (PoSE) positions of the documents, when the data gives them.
+    positions = {"position_ids": batch["doc_positions"]} if "doc_positions" in batch else {}
+    d = model(batch["doc_ids"], batch["doc_mask"], deterministic=False, **positions) if (
         "doc_ids" in batch) else None
     loss, metrics = self._loss(q, d, batch, extra_params, negatives)
     if "log_scale" in extra_params:
@@ -214,6 +253,9 @@ class TextPairs(Recipe):
 
   def _layer_loss(self, model, extra_params, batch, key):
     """A `LAYER_LOSSES` objective on every layer's pooled embeddings (one pass per side)."""
+    if "doc_positions" in batch:
+      raise ValueError(f"objective {self.config.objective.name!r} does not take explicit "
+                       "document positions (data.pose_length)")
     from jaxemb.nn.embedder import layer_embeddings
     embed = lambda ids, mask: layer_embeddings(model, ids, mask, deterministic=False)
     q = embed(batch["query_ids"], batch["query_mask"])
@@ -236,8 +278,9 @@ class TextPairs(Recipe):
   def value_and_grad(self, graph, loss_fn, params, batch, key):
     if not self.gradcache_chunk:
       return super().value_and_grad(graph, loss_fn, params, batch, key)
-    if "neg_ids" in batch:
-      raise ValueError("gradcache_chunk does not support hard negatives ('neg_ids')")
+    if "neg_ids" in batch or "doc_positions" in batch:
+      raise ValueError("gradcache_chunk does not support hard negatives ('neg_ids') or "
+                       "explicit document positions (data.pose_length)")
     b = batch["query_ids"].shape[0]
     q_key, d_key = jax.random.split(key)
     per_example = lambda k: jax.random.key_data(jax.random.split(k, b))

@@ -43,7 +43,7 @@ LOOP_KEYS = frozenset({
     "final_evaluators", "export", "config_spec", "progress", "prefetch", "final_from_best",
 })
 OPTIM_KEYS = frozenset({"lr", "warmup_steps", "decay", "end_factor", "weight_decay", "b1", "b2",
-                        "eps", "clip_norm"})
+                        "eps", "clip_norm", "trainable"})
 
 
 def validate_config(config: ml_collections.ConfigDict, recipe_keys=frozenset()) -> None:
