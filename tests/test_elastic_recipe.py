@@ -190,6 +190,10 @@ def test_elastic_config_variants():
     c = load_config(f"{CONFIG}:{variant}")
     assert c.objective.name == objective and c.total_steps == 100 and c.export
     assert c.final_evaluators[0]["grid"] == dict(layers=(2, 3, 6), dims=(64, 96, 384))
+  starbucks = load_config(f"{CONFIG}:starbucks").objective
+  assert starbucks.full_weight == 120.0 and starbucks.symmetric and starbucks.kl_weight == 1.0
+  paper = load_config(f"{CONFIG}:starbucks,full_weight=1,symmetric=false").objective
+  assert paper.full_weight == 1.0 and not paper.symmetric
   assert load_config(f"{CONFIG}:mined").data.name == "mined_negatives"
   assert load_config(f"{CONFIG}:mined,grid=false").final_evaluators[0] == dict(
       task="stdlib_code_search", split="test")
