@@ -4,7 +4,8 @@ Batches hold "query_ids"/"query_mask" and "doc_ids"/"doc_mask" [B, L]; optional
 "neg_ids"/"neg_mask" [B, K, L] (hard negatives), "score" [B] (CoSENT), "teacher" [B, D]
 (distillation) and "doc_positions" [B, L] (PoSE positions for long-context tuning: with
 `model.position_scaling="pi"`, `model.max_seq_length=N`, `data.pose_length=N` and
-`optim.trainable=("model/encoder/embeddings/position",)` only the new position rows train). The loss sees the global batch, so in-batch negatives cross devices.
+`optim.trainable=("model/encoder/embeddings/position",)` only the new position rows train).
+The loss sees the global batch, so in-batch negatives cross devices.
 
 Config sections: `model` (pretrained weights or an encoder built from options, pooling,
 tokenizer), `data` (a dataset of `jaxemb.data.registry`), `objective` (a loss of
