@@ -41,6 +41,7 @@ from flax import nnx
 from jaxemb.nn.tables import take_rows
 
 INTERACTIONS = ("transe", "distmult", "complex", "rotate", "tucker", "nfe")
+TUCKER_DROPOUT = (0.3, 0.4, 0.5)  # PyKEEN's (head, relation, head-relation) defaults
 _COMPLEX = ("complex", "rotate")
 
 
@@ -275,6 +276,12 @@ def heads_matmul(interaction: str, r: jax.Array, t: jax.Array, ent: jax.Array, *
 # The modules.
 
 
+def has_train_mode(interaction: str, dropout, batch_norm: bool) -> bool:
+  """Whether training scores differ from evaluation ones (TuckER with dropout or BatchNorm):
+  training then scores gathered rows with a `dropout_key`, not the matrix-product forms."""
+  return interaction == "tucker" and (any(float(x) for x in dropout) or bool(batch_norm))
+
+
 class BatchNorm1d(nnx.Module):
   """PyTorch's `BatchNorm1d` over the last axis, every other axis a batch axis (PyKEEN's
   `apply_optional_bn`): training normalises by the batch mean and biased variance and moves
@@ -330,7 +337,7 @@ class KGEModel(nnx.Module):
 
   def __init__(self, interaction: str, num_entities: int, num_relations: int, dim: int, *,
                relation_dim: int | None = None, p: int = 1, gamma: float = 0.0,
-               dropout: tuple[float, float, float] = (0.3, 0.4, 0.5), batch_norm: bool = True,
+               dropout: tuple[float, float, float] = TUCKER_DROPOUT, batch_norm: bool = True,
                param_dtype: Any = jnp.float32, row_axis: str = "", rngs: nnx.Rngs):
     if interaction not in INTERACTIONS:
       raise ValueError(f"unknown interaction {interaction!r}; expected one of {INTERACTIONS}")
@@ -364,9 +371,8 @@ class KGEModel(nnx.Module):
 
   @property
   def has_train_mode(self) -> bool:
-    """Whether training scores differ from evaluation ones (TuckER's dropout or BatchNorm):
-    training then scores gathered rows with a `dropout_key`, not the matrix-product forms."""
-    return self.interaction == "tucker" and (any(self.dropout) or self.norm_h is not None)
+    """Whether training scores differ from evaluation ones (see `has_train_mode`)."""
+    return has_train_mode(self.interaction, self.dropout, self.norm_h is not None)
 
   def _interact(self, h, r, t, dropout_key=None):
     core = self.core[...] if self.core is not None else None
@@ -460,6 +466,6 @@ def build(options: dict, num_entities: int, num_relations: int, rngs: nnx.Rngs) 
   return KGEModel(options["interaction"], num_entities, num_relations, int(options["dim"]),
                   relation_dim=options.get("relation_dim") or None, p=int(options.get("p", 1)),
                   gamma=float(options.get("gamma", 0.0)),
-                  dropout=tuple(options.get("dropout", (0.3, 0.4, 0.5))),
+                  dropout=tuple(options.get("dropout", TUCKER_DROPOUT)),
                   batch_norm=bool(options.get("batch_norm", True)),
                   row_axis=options.get("row_axis", ""), rngs=rngs)

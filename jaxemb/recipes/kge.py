@@ -71,7 +71,8 @@ def use_matmul(mode: str, interaction: str, p: int, num_entities: int, num_negat
   """Whether negatives are scored by 1-N matrix products (then gathered) instead of gathering
   their rows: "auto" picks products when there are many negatives per triple relative to the
   entities (num_entities <= 8 * num_negatives), measured ~10x less CPU for RotatE on UMLS with
-  32 negatives, and the interaction has a product form (not TransE L1, not TuckER dropout)."""
+  32 negatives, and the interaction has a product form (not TransE L1, not TuckER with dropout
+  or BatchNorm: `dropout` is `jaxemb.nn.kge.has_train_mode`)."""
   possible = not (interaction == "transe" and p == 1) and not dropout
   if mode == "matmul" and not possible:
     raise ValueError(f"objective.negative_scoring='matmul' is not available for "
@@ -140,14 +141,13 @@ class KGERecipe(Recipe):
           encoder=obj.get("lemon_encoder", "all-MiniLM-L6-v2"), seed=int(config.seed))
       self.clusters = kge_obj.cluster_tables(assignment)
     self._eval_fns = None
-    # TuckER's dropout / BatchNorm train on gathered rows (see KGEModel.has_train_mode).
-    tucker_dropout = (config.model.interaction == "tucker"
-                      and (any(float(x) for x in config.model.get("dropout", (0.3, 0.4, 0.5)))
-                           or bool(config.model.get("batch_norm", True))))
+    train_mode = kge_nn.has_train_mode(
+        config.model.interaction, config.model.get("dropout", kge_nn.TUCKER_DROPOUT),
+        config.model.get("batch_norm", True))
     self.matmul_negatives = use_matmul(
         obj.get("negative_scoring", "auto"), config.model.interaction,
         int(config.model.get("p", 1)), self.graph.num_entities, int(obj.get("num_negatives", 1)),
-        tucker_dropout)
+        train_mode)
 
   # --- model, loss, data -----------------------------------------------------------------------
 
