@@ -365,7 +365,7 @@ class KGEModel(nnx.Module):
     else:
       self.core = None
     if interaction == "tucker" and batch_norm:
-      self.norm_h, self.norm_hr = BatchNorm1d(dim), BatchNorm1d(dim)
+      self.norm_h, self.norm_hr = (BatchNorm1d(dim, param_dtype=param_dtype) for _ in range(2))
     else:
       self.norm_h = self.norm_hr = None
 
