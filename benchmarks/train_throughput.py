@@ -8,8 +8,11 @@ and document truncated at 128 tokens, AdamW, in-batch negatives: jaxemb through 
 (the loop users run) and sentence-transformers with `MultipleNegativesRankingLoss`; then the
 GradCache variants (jaxemb `gradcache_chunk`, sentence-transformers
 `CachedMultipleNegativesRankingLoss`, both with chunks of 16). Each side runs in its own
-process; the first `--warmup` steps (compiles, allocator warm-up) are not timed; jaxemb pads
-both sides to 128 tokens (one compiled shape), sentence-transformers to the batch's longest. Prints
+process; the first `--warmup` steps (compiles, allocator warm-up) are not timed. jaxemb packs
+each side's texts into rows of 128 tokens (`pack_length`, `jaxemb.data.packing`: no padding is
+computed; the number of rows is rounded to a multiple of 8, so a few shapes compile, and a
+timed step that meets a new shape counts its compile), or with `--pack-length 0` pads both
+sides to 128 tokens (one compiled shape); sentence-transformers pads to the batch's longest. Prints
 pairs/s, tokens/s (non-pad tokens of both sides) and peak RSS, and ends with one JSON line
 holding `jaxemb_pairs_per_s`, `reference_pairs_per_s`, `ratio` and the same for GradCache.
 
@@ -73,6 +76,7 @@ def _jaxemb_side(args) -> dict:
   # shape, which would be counted as step time.
   ladder = (MAX_LEN,)
   config.data.update(split=f"train[:{args.num_pairs}]", query_lengths=ladder, code_lengths=ladder)
+  config.pack_length = args.pack_length
   config.update(batch_size=args.batch, total_steps=args.warmup + args.steps, log_every=1,
                 checkpoint_every=10**6, eval_every=0, evaluators=[], final_evaluators=[],
                 export=False, progress=False, best_metric="", gradcache_chunk=args.chunk
@@ -84,6 +88,7 @@ def _jaxemb_side(args) -> dict:
   timed = [r for r in rows if r["step"] > args.warmup]
   seconds = sum(args.batch / r["examples_per_sec"] for r in timed)
   return {"seconds": seconds, "steps": len(timed), "tokens": None,
+          "step_seconds": [round(args.batch / r["examples_per_sec"], 3) for r in rows],
           "cpu_seconds": sum(r["cpu_sec_per_step"] for r in timed),
           "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}
 
@@ -114,6 +119,8 @@ def main() -> None:
   parser.add_argument("--warmup", type=int, default=2, help="untimed steps first")
   parser.add_argument("--chunk", type=int, default=16, help="GradCache chunk (both sides)")
   parser.add_argument("--num-pairs", type=int, default=896)
+  parser.add_argument("--pack-length", type=int, default=MAX_LEN,
+                      help="jaxemb packs texts into rows of this many tokens (0: pad to 128)")
   parser.add_argument("--kinds", default="plain,gradcache",
                       help="comma-separated: plain (MNRL), gradcache (CachedMNRL)")
   parser.add_argument("--allocator", choices=["default", "retain"], default="default",
@@ -132,7 +139,8 @@ def main() -> None:
   pairs = list(zip(queries, codes))
   tokens = _tokens(pairs, args.batch, args.steps, args.warmup)
   common = ["--batch", str(args.batch), "--steps", str(args.steps), "--warmup",
-            str(args.warmup), "--chunk", str(args.chunk), "--num-pairs", str(args.num_pairs)]
+            str(args.warmup), "--chunk", str(args.chunk), "--num-pairs", str(args.num_pairs),
+            "--pack-length", str(args.pack_length)]
   me = [sys.executable, os.path.abspath(__file__), "--side", "jaxemb", *common]
   kinds = [k for k in ("plain", "gradcache") if k in args.kinds.split(",")]
   if not kinds:
@@ -157,7 +165,9 @@ def main() -> None:
       cpu_per_step = r["cpu_seconds"] / r["steps"]
       print(f"{kind:>9} {side:>9}: {pairs_per_s:7.2f} pairs/s  "
             f"{tokens / r['seconds']:9.0f} tokens/s  {r['seconds'] / r['steps']:6.2f} s/step  "
-            f"{cpu_per_step:6.2f} CPU s/step  peak RSS {r['peak_rss_mb']:7.0f} MB")
+            f"{cpu_per_step:6.2f} CPU s/step  peak RSS {r['peak_rss_mb']:7.0f} MB"
+            + (f"  (every step, warm-up first: {r['step_seconds']} s)" if "step_seconds" in r
+               else ""))
       prefix = "" if kind == "plain" else "gradcache_"
       summary[f"{prefix}{side}_pairs_per_s"] = pairs_per_s
       summary[f"{prefix}{side}_cpu_sec_per_step"] = cpu_per_step
@@ -172,6 +182,7 @@ def main() -> None:
     summary["gradcache_time_vs_plain"] = (summary["jaxemb_pairs_per_s"]
                                           / summary["gradcache_jaxemb_pairs_per_s"])
   summary["allocator"] = args.allocator
+  summary["pack_length"] = args.pack_length
   summary["load_average"] = os.getloadavg()[0]
   print(json.dumps(summary))
 

@@ -74,7 +74,36 @@ class SentenceEmbedder(nnx.Module):
     out = self.encoder(input_ids, attention_mask, deterministic=deterministic,
                        output_hidden_states=needs_all, **kwargs)
     all_hidden = jnp.stack(out.hidden_states) if needs_all else None
-    pooled = self.pooler(out.last_hidden_state, attention_mask, all_hidden)
+    return self._pool(out.last_hidden_state, attention_mask, all_hidden, normalize,
+                      truncate_dim)
+
+  def embed_packed(self, packed_ids: jax.Array, segment_ids: jax.Array, unpack: jax.Array,
+                   mask: jax.Array, *, deterministic: bool = True, normalize: bool | None = None,
+                   layer: int | None = None, truncate_dim: int | None = None) -> jax.Array:
+    """Embeds texts packed several to a row (`jaxemb.data.packing.pack`): float32 `[B, D]`,
+    equal to `self(ids, mask, ...)` on the unpacked padded batch.
+
+    Args:
+      packed_ids, segment_ids: int `[R, P]` packed rows and their segment numbers (0 = pad).
+      unpack: int `[B, L]`, the flat index into the `R * P` packed tokens of text b's j-th
+        token (any valid index where `mask` is 0).
+      mask: `[B, L]`, 1 for text b's real tokens (right-padded).
+      deterministic, normalize, layer, truncate_dim: as `__call__`.
+    """
+    self.check_size(layer, truncate_dim)
+    normalize = self.normalize if normalize is None else normalize
+    needs_all = self.pooler.kind == "multi_layer"
+    kwargs = {} if layer is None else {"num_layers": layer}
+    out = self.encoder(packed_ids, segment_ids > 0, deterministic=deterministic,
+                       output_hidden_states=needs_all, segment_ids=segment_ids, **kwargs)
+    # back to the padded [B, L] layout, so every pooler reads what it reads unpacked
+    unpacked = lambda h: jnp.take(h.reshape(-1, h.shape[-1]), unpack, axis=0)
+    all_hidden = jnp.stack([unpacked(h) for h in out.hidden_states]) if needs_all else None
+    return self._pool(unpacked(out.last_hidden_state), mask, all_hidden, normalize,
+                      truncate_dim)
+
+  def _pool(self, hidden, mask, all_hidden, normalize: bool, truncate_dim: int | None):
+    pooled = self.pooler(hidden, mask, all_hidden)
     if truncate_dim is not None:
       pooled = pooled[:, :truncate_dim]
     return l2_normalize(pooled) if normalize else pooled.astype(jnp.float32)

@@ -254,7 +254,7 @@ class QRTables(nnx.Module):
 
   def __init__(self, cardinalities: Sequence[int], dim: int, buckets: int | Sequence[int], *,
                rngs: nnx.Rngs, combine: str = "mult", row_axis: str | None = None,
-               pad_rows_to: int = 8, dtype: Any = jnp.float32):
+               pad_rows_to: int = 8, std: float | None = None, dtype: Any = jnp.float32):
     self.cards = _cards(cardinalities)
     if combine not in ("mult", "concat"):
       raise ValueError(f"combine must be 'mult' or 'concat', got {combine!r}")
@@ -266,7 +266,7 @@ class QRTables(nnx.Module):
     self.q_offsets = np.concatenate([[0], np.cumsum(self.q)[:-1]]).astype(np.int32)
     self.r_offsets = np.concatenate([[0], np.cumsum(self.m)[:-1]]).astype(np.int32)
     width = self.dim if combine == "mult" else self.dim // 2
-    std = dim ** -0.5
+    std = dim ** -0.5 if std is None else std
     if combine == "mult":
       # the quotient table starts near 1 so a product starts near the remainder row
       init = nnx.with_partitioning(

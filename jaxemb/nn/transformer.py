@@ -246,6 +246,15 @@ def _positions(attention_mask: Array) -> Array:
   return jnp.maximum(jnp.cumsum(attention_mask.astype(jnp.int32), axis=1) - 1, 0)
 
 
+def _segment_positions(segment_ids: Array) -> Array:
+  """Positions counted from each segment's first token (packed rows); 0 on padding."""
+  index = jnp.arange(segment_ids.shape[1], dtype=jnp.int32)[None]
+  starts = jnp.concatenate([jnp.ones_like(segment_ids[:, :1], bool),
+                            segment_ids[:, 1:] != segment_ids[:, :-1]], axis=1)
+  start = jax.lax.cummax(jnp.where(starts, index, 0), axis=1)
+  return jnp.where(segment_ids > 0, index - start, 0)
+
+
 class TransformerEncoder(nnx.Module):
   """BERT-family encoder: `(input_ids, attention_mask) -> EncoderOutput`."""
 
@@ -267,7 +276,8 @@ class TransformerEncoder(nnx.Module):
   def __call__(self, input_ids: Array, attention_mask: Array, token_type_ids: Array | None = None,
                *, deterministic: bool = True, output_hidden_states: bool = False,
                num_layers: int | None = None, scan: bool = False,
-               position_ids: Array | None = None) -> EncoderOutput:
+               position_ids: Array | None = None,
+               segment_ids: Array | None = None) -> EncoderOutput:
     """Encodes a padded batch.
 
     Args:
@@ -285,6 +295,10 @@ class TransformerEncoder(nnx.Module):
         absolute positions the table rows read as they are (no long-context map), for rotary
         ones the rotation positions; e.g. PoSE's skipped positions when tuning position rows
         (`jaxemb.long_context.pose_positions`). Values must be below the table's rows.
+      segment_ids: optional int [B, L] for packed rows (`jaxemb.data.packing`): 1, 2, ... for
+        the texts laid end to end in a row, 0 for padding. Tokens attend only within their
+        segment and positions count from each segment's start, so each text is encoded as if
+        alone; `attention_mask` must then be `segment_ids > 0`.
     """
     if input_ids.ndim != 2 or attention_mask.shape != input_ids.shape:
       raise ValueError(f"expected input_ids and attention_mask of the same shape [B, L], got "
@@ -304,10 +318,20 @@ class TransformerEncoder(nnx.Module):
     if explicit and position_ids.shape != input_ids.shape:
       raise ValueError(f"position_ids must have the shape of input_ids {input_ids.shape}, got "
                        f"{position_ids.shape}")
-    positions = position_ids.astype(jnp.int32) if explicit else _positions(attention_mask)
+    if segment_ids is not None:
+      if segment_ids.shape != input_ids.shape or explicit or self.cfg.position_scaling:
+        raise ValueError(f"segment_ids must have the shape of input_ids {input_ids.shape}, "
+                         "without position_ids or a long-context position_scaling; got "
+                         f"{segment_ids.shape}, position_ids={explicit}, "
+                         f"position_scaling={self.cfg.position_scaling!r}")
+      positions, keys = _segment_positions(segment_ids), segment_ids[:, None, None, :]
+      allowed = (segment_ids[:, None, :, None] == keys) & (keys > 0)
+    else:
+      positions = position_ids.astype(jnp.int32) if explicit else _positions(attention_mask)
+      allowed = attention_mask[:, None, None, :] > 0
     # Additive mask in float32: -inf-like for padded keys; a large finite value keeps an
     # all-padding row finite (its output is never used by the poolers).
-    bias = jnp.where(attention_mask[:, None, None, :] > 0, 0.0, -1e9).astype(jnp.float32)
+    bias = jnp.where(allowed, 0.0, -1e9).astype(jnp.float32)
     rows = positions
     if self.cfg.position_scaling and not explicit:  # long context: the row each position reads
       rows = long_context.absolute_positions(

@@ -39,8 +39,13 @@ def _batch_size(name: str, batch: PyTree) -> int:
   return sizes.pop()
 
 
-def split_strided(batch: PyTree, chunk_size: int) -> PyTree:
+def split_strided(batch: PyTree, chunk_size: int | None = None, *,
+                  num_chunks: int | None = None) -> PyTree:
   """`[B, ...] -> [B // c, c, ...]` with chunk j holding rows `{j, j + n, j + 2n, ...}`.
+
+  Give `chunk_size` c (n = B // c) or `num_chunks` n: with n, leaves may differ in leading
+  size (each a multiple of n), e.g. packed rows beside per-text arrays
+  (`jaxemb.data.packing.pack(..., chunks=n)` lays rows out for this split).
 
   Strided rather than contiguous chunks: when B is sharded over devices in contiguous blocks,
   the `c` axis inherits that sharding, so each chunk is spread over every device (all devices
@@ -49,8 +54,8 @@ def split_strided(batch: PyTree, chunk_size: int) -> PyTree:
   """
 
   def split(x):
-    n = x.shape[0] // chunk_size
-    return jnp.swapaxes(x.reshape(chunk_size, n, *x.shape[1:]), 0, 1)
+    n = x.shape[0] // chunk_size if num_chunks is None else num_chunks
+    return jnp.swapaxes(x.reshape(x.shape[0] // n, n, *x.shape[1:]), 0, 1)
 
   return jax.tree.map(split, batch)
 
@@ -72,11 +77,11 @@ def _accumulate_param_grads(
     params: PyTree,
     chunks: PyTree,
     emb_grad: jax.Array,
-    chunk_size: int,
+    num_chunks: int,
     init: PyTree,
 ) -> PyTree:
   """Step (c): per chunk, vjp the embedding-gradient slice back to the params and sum."""
-  grad_chunks = split_strided(emb_grad, chunk_size)
+  grad_chunks = split_strided(emb_grad, num_chunks=num_chunks)
 
   def body(acc, xs):
     chunk, g = xs
@@ -96,6 +101,7 @@ def chunked_contrastive_value_and_grad(
     *,
     loss_fn: LossFn,
     chunk_size: int,
+    num_texts: tuple[int, int] | None = None,
 ) -> tuple[tuple[jax.Array, dict[str, jax.Array]], PyTree]:
   """GradCache value-and-grad of `loss_fn(embed(q), embed(d))` w.r.t. `params`.
 
@@ -116,6 +122,9 @@ def chunked_contrastive_value_and_grad(
     loss_fn: `loss_fn(q_emb [Bq, D], d_emb [Bd, D]) -> (loss, metrics)`, e.g.
       `functools.partial(info_nce, scale=20.0)` behind a normalisation.
     chunk_size: examples per chunk; must divide Bq and Bd.
+    num_texts: (Bq, Bd) when the batches' leaves differ in leading size (packed rows, laid
+      out by `jaxemb.data.packing.pack(..., chunks=B // chunk_size)`); each leaf is then cut
+      into B // chunk_size strided chunks. None: every leaf has the batch's leading size.
 
   Returns:
     `((loss, metrics), grads)` with `grads` shaped like `params` (same dtypes; accumulated in
@@ -123,16 +132,23 @@ def chunked_contrastive_value_and_grad(
   """
   if not isinstance(chunk_size, int) or chunk_size <= 0:
     raise ValueError(f"chunk_size must be a positive int, got {chunk_size!r}")
-  for name, batch in (("query_batch", query_batch), ("doc_batch", doc_batch)):
-    size = _batch_size(name, batch)
+  counts = []
+  for i, (name, batch) in enumerate((("query_batch", query_batch), ("doc_batch", doc_batch))):
+    size = _batch_size(name, batch) if num_texts is None else int(num_texts[i])
     if size % chunk_size:
       raise ValueError(
           f"{name} batch size {size} is not divisible by chunk_size {chunk_size}; "
           f"expected a chunk_size that divides {size}"
       )
+    n = size // chunk_size
+    bad = [jnp.shape(x) for x in jax.tree.leaves(batch)
+           if not jnp.ndim(x) or jnp.shape(x)[0] % n]
+    if bad:
+      raise ValueError(f"{name} leaves of shapes {bad} do not split into {n} chunks")
+    counts.append(n)
 
-  q_chunks = split_strided(query_batch, chunk_size)
-  d_chunks = split_strided(doc_batch, chunk_size)
+  q_chunks = split_strided(query_batch, num_chunks=counts[0])
+  d_chunks = split_strided(doc_batch, num_chunks=counts[1])
 
   q_emb = _embed_no_grad(embed_fn, params, q_chunks)
   d_emb = _embed_no_grad(embed_fn, params, d_chunks)
@@ -144,8 +160,8 @@ def chunked_contrastive_value_and_grad(
   # Accumulate in >= float32 so bf16 params do not lose the small per-chunk contributions.
   acc_dtype = lambda p: jnp.promote_types(p.dtype, jnp.float32)
   acc = jax.tree.map(lambda p: jnp.zeros(p.shape, acc_dtype(p)), params)
-  acc = _accumulate_param_grads(embed_fn, params, q_chunks, q_grad, chunk_size, acc)
-  acc = _accumulate_param_grads(embed_fn, params, d_chunks, d_grad, chunk_size, acc)
+  acc = _accumulate_param_grads(embed_fn, params, q_chunks, q_grad, counts[0], acc)
+  acc = _accumulate_param_grads(embed_fn, params, d_chunks, d_grad, counts[1], acc)
   grads = jax.tree.map(lambda a, p: a.astype(p.dtype), acc, params)
   return (loss, metrics), grads
 

@@ -43,10 +43,10 @@ from jaxemb.optimizers import rowwise
 from jaxemb.recipes.base import Recipe, TrainData, check_keys, evaluator_specs
 
 TABLES = ("full", "hashed", "qr", "unified", "optembed")
-MODEL_KEYS = frozenset({"table", "dim", "budget", "num_hashes", "probes", "qr_combine", "bottom",
-                        "top", "row_axis", "optembed_dims", "optembed_keep", "threshold_init",
-                        "pad_rows_to", "optembed_stages", "optembed_population",
-                        "optembed_generations"})
+MODEL_KEYS = frozenset({"table", "dim", "budget", "init_std", "num_hashes", "probes",
+                        "qr_combine", "bottom", "top", "row_axis", "optembed_dims",
+                        "optembed_keep", "threshold_init", "pad_rows_to", "optembed_stages",
+                        "optembed_population", "optembed_generations"})
 DATA_KEYS = frozenset({"builder", "spec", "data_dir"})
 OBJECTIVE_KEYS = frozenset({"table_optimizer", "table_lr", "optembed_reg"})
 EVALUATOR_KEYS = frozenset({"split", "batch_size"})
@@ -153,8 +153,10 @@ def make_tables(model_config: Mapping[str, Any], cards: Sequence[int],
   if not 0 < budget <= 1:
     raise ValueError(f"model.budget must be in (0, 1], got {budget}")
   row_axis = model_config.get("row_axis") or None
+  # init_std 0: each table's own default (about unit-norm embeddings)
   common = dict(rngs=rngs, row_axis=row_axis,
-                pad_rows_to=int(model_config.get("pad_rows_to", 64)))
+                pad_rows_to=int(model_config.get("pad_rows_to", 64)),
+                std=float(model_config.get("init_std", 0.0)) or None)
   if kind == "full":
     # full tables under a budget: the same tables, narrower (dim * budget)
     return tables_lib.FullTables(cards, max(1, round(dim * budget)), **common)

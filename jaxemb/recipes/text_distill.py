@@ -41,7 +41,7 @@ from jaxemb import functional, objectives
 from jaxemb.nn.embedder import l2_normalize
 from jaxemb.objectives import distill as distill_lib
 from jaxemb.recipes.base import TrainData, check_keys
-from jaxemb.recipes.text_pairs import TextPairs
+from jaxemb.recipes.text_pairs import TextPairs, embed_pair
 from jaxemb.train.optim import zero_updates
 
 LOSSES = ("mse", "score_kl", "trg")
@@ -145,6 +145,9 @@ class TextDistill(TextPairs):
       raise ValueError("recipe text_distill needs teacher.model (a model name or directory)")
     if self.gradcache_chunk:
       raise ValueError("recipe text_distill does not support gradcache_chunk")
+    if self.pack_length and self.distill["loss"] == "trg":
+      raise ValueError("distill.loss='trg' reads token states of padded batches; set "
+                       "pack_length=0")
     from jaxemb.pretrained.sentence_transformers import load_pretrained
     self.teacher = load_pretrained(config.teacher.model)
     if self.distill["loss"] == "trg":
@@ -206,8 +209,7 @@ class TextDistill(TextPairs):
       (q, q_tok, tq_tok, q_mask), (d, d_tok, td_tok, d_mask) = sides
       loss, metrics = trg_pair_loss(opts, q_tok, tq_tok, q_mask, d_tok, td_tok, d_mask)
     else:
-      q = model(batch["query_ids"], batch["query_mask"], deterministic=False)
-      d = model(batch["doc_ids"], batch["doc_mask"], deterministic=False)
+      q, d = embed_pair(model, batch)
       loss, metrics = distill_loss(opts, q, d, batch)
     metrics = {f"distill_{k}": v for k, v in metrics.items()}
     total = opts.get("weight", 1.0) * loss

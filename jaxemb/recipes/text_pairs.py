@@ -5,11 +5,18 @@ Batches hold "query_ids"/"query_mask" and "doc_ids"/"doc_mask" [B, L]; optional
 (distillation) and "doc_positions" [B, L] (PoSE positions for long-context tuning: with
 `model.position_scaling="pi"`, `model.max_seq_length=N`, `data.pose_length=N` and
 `optim.trainable=("model/encoder/embeddings/position",)` only the new position rows train).
-The loss sees the global batch, so in-batch negatives cross devices.
+With `pack_length=P` the texts arrive packed several to a row of P tokens instead
+(`jaxemb.data.packing`): queries and documents together in "pair_packed_ids", "pair_segments",
+"pair_unpack", "pair_mask" (one encoder pass), or each side apart under GradCache
+("<side>_packed_ids", ... beside "<side>_mask"); the encoder computes no padding and the
+embeddings are those of the padded batch. The loss sees the global batch, so in-batch
+negatives cross devices.
 
 Config sections: `model` (pretrained weights or an encoder built from options, pooling,
 tokenizer), `data` (a dataset of `jaxemb.data.registry`), `objective` (a loss of
-`PAIR_LOSSES`), `gradcache_chunk` (> 0: exact full-batch gradients chunk by chunk).
+`PAIR_LOSSES`), `gradcache_chunk` (> 0: exact full-batch gradients chunk by chunk),
+`pack_length` (> 0: sequence packing into rows of that many tokens; `pack_rows_multiple`, default
+8, rounds the number of rows so few shapes compile and rows divide over the devices).
 Evaluators: `dict(task=NAME, split=..., [baseline=NAME], [data_dir=...], [batch_size=...])`
 for a task of `jaxemb.tasks`, with `grid=dict(layers=..., dims=...)` for every (layer, dim)
 size. Export: a sentence-transformers directory (`export_truncate_dim`: with `truncate_dim`).
@@ -167,11 +174,44 @@ def load_text_model(model_config: Mapping[str, Any]):
   return None, lender
 
 
+def side_arrays(batch: Mapping[str, jax.Array], side: str) -> dict[str, jax.Array]:
+  """A batch's "query" or "doc" arrays without the prefix: ids, mask, [positions], or
+  packed_ids, segments, unpack and mask."""
+  return {key[len(side) + 1:]: value for key, value in batch.items()
+          if key.startswith(f"{side}_")}
+
+
+def embed_arrays(model, arrays: Mapping[str, jax.Array]) -> jax.Array:
+  """Training-mode embeddings `[B, D]` of one side's `side_arrays`: packed rows when given,
+  else the padded ids (with explicit PoSE positions when given)."""
+  if "packed_ids" in arrays:
+    return model.embed_packed(arrays["packed_ids"], arrays["segments"], arrays["unpack"],
+                              arrays["mask"], deterministic=False)
+  kwargs = {"position_ids": arrays["positions"]} if "positions" in arrays else {}
+  return model(arrays["ids"], arrays["mask"], deterministic=False, **kwargs)
+
+
+def embed_side(model, batch: Mapping[str, jax.Array], side: str) -> jax.Array:
+  """`embed_arrays` of a batch's "query" or "doc" side."""
+  return embed_arrays(model, side_arrays(batch, side))
+
+
+def embed_pair(model, batch: Mapping[str, jax.Array]) -> tuple[jax.Array, jax.Array | None]:
+  """Training-mode (query, document) embeddings `[B, D]` of a batch (document None when the
+  batch has none); queries and documents packed into the same rows ("pair_*") are encoded in
+  one pass."""
+  if "pair_packed_ids" in batch:
+    both = embed_side(model, batch, "pair")
+    return both[:both.shape[0] // 2], both[both.shape[0] // 2:]
+  doc = "doc_mask" in batch
+  return embed_side(model, batch, "query"), embed_side(model, batch, "doc") if doc else None
+
+
 class TextPairs(Recipe):
   """Contrastive (or regression/distillation) training of a `SentenceEmbedder`."""
 
   config_keys = frozenset({"model", "data", "objective", "gradcache_chunk",
-                           "export_truncate_dim"})
+                           "export_truncate_dim", "pack_length", "pack_rows_multiple"})
   table_metrics = ("mrr@10", "ndcg@10", "recall@1", "recall@10", "recall@100")
 
   def __init__(self, config: ml_collections.ConfigDict):
@@ -189,6 +229,24 @@ class TextPairs(Recipe):
     if self.gradcache_chunk and objective_params(config.objective):
       raise ValueError("gradcache_chunk does not support a learnable scale "
                        "(objective.learnable_scale=True)")
+    self.pack_length = int(config.get("pack_length", 0) or 0)
+    self.pack_rows_multiple = int(config.get("pack_rows_multiple", 8) or 8)
+    if self.pack_length:
+      unsupported = {"a per-layer objective "
+                     f"({config.objective.name!r})": self.by_layer,
+                     "data.pose_length": config.data.get("pose_length"),
+                     "microbatches": config.get("microbatches", 1) > 1,
+                     "model.position_scaling": config.model.get("position_scaling"),
+                     f"encoder {config.model.get('encoder')!r} (packing needs a transformer)":
+                     not config.model.get("pretrained")
+                     and config.model.get("encoder") != "transformer"}
+      named = [k for k, v in unsupported.items() if v]
+      if named:
+        raise ValueError(f"pack_length={self.pack_length} does not combine with "
+                         f"{', '.join(named)}; set pack_length=0")
+      if jax.process_count() > 1:
+        raise ValueError("pack_length packs each process's rows on its own; multi-process "
+                         "training needs pack_length=0")
     m = config.model
     if config.get("export") and not m.get("pretrained") and m.get("encoder") != "transformer":
       raise ValueError(f"config.export is set but encoder {m.get('encoder')!r} has no "
@@ -241,12 +299,8 @@ class TextPairs(Recipe):
   def loss(self, model, extra_params, batch, key):
     if self.by_layer:
       return self._layer_loss(model, extra_params, batch, key)
-    q = model(batch["query_ids"], batch["query_mask"], deterministic=False)
+    q, d = embed_pair(model, batch)
     negatives = self._negatives(lambda ids, mask: model(ids, mask, deterministic=False), batch)
-    # "doc_positions": explicit (PoSE) positions of the documents, when the data gives them.
-    positions = {"position_ids": batch["doc_positions"]} if "doc_positions" in batch else {}
-    d = model(batch["doc_ids"], batch["doc_mask"], deterministic=False, **positions) if (
-        "doc_ids" in batch) else None
     loss, metrics = self._loss(q, d, batch, extra_params, negatives)
     if "log_scale" in extra_params:
       metrics = {**metrics, "scale": jnp.exp(extra_params["log_scale"])}
@@ -282,19 +336,20 @@ class TextPairs(Recipe):
     if "neg_ids" in batch or "doc_positions" in batch:
       raise ValueError("gradcache_chunk does not support hard negatives ('neg_ids') or "
                        "explicit document positions (data.pose_length)")
-    b = batch["query_ids"].shape[0]
+    b = batch["query_mask"].shape[0]
     q_key, d_key = jax.random.split(key)
     per_example = lambda k: jax.random.key_data(jax.random.split(k, b))
 
     def embed(model_params, chunk):
       model = graph.merge(model_params)
       nnx.reseed(model, default=jax.random.wrap_key_data(chunk["rng"][0]))
-      return model(chunk["ids"], chunk["mask"], deterministic=False)
+      return embed_arrays(model, chunk)
 
-    queries = {"ids": batch["query_ids"], "mask": batch["query_mask"], "rng": per_example(q_key)}
-    docs = {"ids": batch["doc_ids"], "mask": batch["doc_mask"], "rng": per_example(d_key)}
+    # packed rows come laid out per chunk by the packing transform (`pack(..., chunks=)`)
+    side = lambda name, k: side_arrays(batch, name) | {"rng": per_example(k)}
     (loss, metrics), grads = objectives.chunked_contrastive_value_and_grad(
-        embed, params["model"], queries, docs, chunk_size=self.gradcache_chunk,
+        embed, params["model"], side("query", q_key), side("doc", d_key),
+        chunk_size=self.gradcache_chunk, num_texts=(b, b),
         loss_fn=lambda q, d: self._loss(q, d, batch, params["extra"]))
     return (loss, metrics), {"model": grads, "extra": {}}
 
@@ -302,6 +357,12 @@ class TextPairs(Recipe):
 
   def train_data(self) -> TrainData:
     source, transform = data_registry.make_dataset(self.config.data, self.text_model)
+    if self.pack_length:
+      from jaxemb.data.packing import packed_transform
+      pad_id = self.text_model.pad_token_id if self.text_model is not None else 0
+      chunks = self.config.batch_size // self.gradcache_chunk if self.gradcache_chunk else 1
+      transform = packed_transform(transform, self.pack_length, self.pack_rows_multiple, pad_id,
+                                   chunks=chunks)
     return TrainData(source, transform)
 
   # --- evaluation and export ------------------------------------------------------------------
