@@ -107,6 +107,21 @@ def test_bad_config_values(data_dir):
         {"table": "hashed", "budget": 1.5}, [3, 4], None)
 
 
+@pytest.mark.parametrize("table", ["full", "hashed", "qr", "unified", "optembed"])
+def test_init_std_sets_the_rows_scale(table):
+  from flax import nnx
+  from jaxemb.recipes import ctr
+  cards = [3000, 500, 40]
+  spec = {"table": table, "dim": 8, "budget": 0.5, "init_std": 0.01}
+  tables = ctr.make_tables(spec, cards, nnx.Rngs(0))
+  # the remainder / only table's rows are drawn N(0, init_std^2); QR's quotient rows stay ~1
+  rows = np.asarray(tables.r_table[...] if table == "qr" else tables.table[...])
+  assert abs(rows.std() - 0.01) < 0.001
+  default = ctr.make_tables({**spec, "init_std": 0.0}, cards, nnx.Rngs(0))
+  rows = np.asarray(default.r_table[...] if table == "qr" else default.table[...])
+  assert rows.std() > 0.1  # each table's own (about unit-norm) default
+
+
 def test_qr_buckets_meet_the_budget():
   from jaxemb.nn.tables import budget_rows
   from jaxemb.recipes import ctr
