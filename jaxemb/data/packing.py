@@ -23,6 +23,7 @@ from typing import Callable, Sequence
 import numpy as np
 
 PACKED_SIDES = ("query", "doc")
+ROWS_MULTIPLE = 8  # default: few row counts compile, and rows split over up to 8 devices
 
 
 def first_fit_decreasing(lengths: Sequence[int], capacity: int) -> list[list[int]]:
@@ -46,7 +47,7 @@ def first_fit_decreasing(lengths: Sequence[int], capacity: int) -> list[list[int
   return bins
 
 
-def pack(ids: np.ndarray, mask: np.ndarray, length: int, rows_multiple: int = 8,
+def pack(ids: np.ndarray, mask: np.ndarray, length: int, rows_multiple: int = ROWS_MULTIPLE,
          pad_id: int = 0, chunks: int = 1) -> dict[str, np.ndarray]:
   """Packs right-padded `ids`/`mask` `[B, L]` into rows of `length` tokens.
 
@@ -56,8 +57,8 @@ def pack(ids: np.ndarray, mask: np.ndarray, length: int, rows_multiple: int = 8,
 
   With `chunks` = n > 1 (GradCache), texts {j, j + n, j + 2n, ...} are packed apart as chunk j,
   each chunk in R / n rows (a multiple of rows_multiple // n) laid out strided (chunk j's r-th
-  row at r * n + j), and text b's
-  `unpack` indexes its own chunk's R / n x length tokens: the layout
+  row at r * n + j), and text b's `unpack` indexes its own chunk's R / n x length tokens: the
+  layout
   `jaxemb.objectives.gradcache.split_strided(..., num_chunks=n)` cuts into chunks.
   """
   ids, mask = np.asarray(ids), np.asarray(mask)
@@ -89,9 +90,9 @@ def pack(ids: np.ndarray, mask: np.ndarray, length: int, rows_multiple: int = 8,
           "unpack": unpack}
 
 
-def packed_transform(transform: Callable | None, length: int, rows_multiple: int = 8,
-                     pad_id: int = 0, sides: Sequence[str] = PACKED_SIDES,
-                     chunks: int = 1) -> Callable:
+def packed_transform(transform: Callable | None, length: int,
+                     rows_multiple: int = ROWS_MULTIPLE, pad_id: int = 0,
+                     sides: Sequence[str] = PACKED_SIDES, chunks: int = 1) -> Callable:
   """Wraps a batch transform so the sides' texts arrive packed (see `pack`).
 
   With `chunks` = 1 and every side present, all sides' texts share the rows (one encoder pass

@@ -65,17 +65,9 @@ class SentenceEmbedder(nnx.Module):
       position_ids: explicit `[B, L]` positions for the encoder (transformer encoders; see
         `TransformerEncoder`), e.g. PoSE offsets when tuning long-context position rows.
     """
-    self.check_size(layer, truncate_dim)
-    normalize = self.normalize if normalize is None else normalize
-    needs_all = self.pooler.kind == "multi_layer"
-    kwargs = {} if layer is None else {"num_layers": layer}
-    if position_ids is not None:
-      kwargs["position_ids"] = position_ids
-    out = self.encoder(input_ids, attention_mask, deterministic=deterministic,
-                       output_hidden_states=needs_all, **kwargs)
-    all_hidden = jnp.stack(out.hidden_states) if needs_all else None
-    return self._pool(out.last_hidden_state, attention_mask, all_hidden, normalize,
-                      truncate_dim)
+    kwargs = {} if position_ids is None else {"position_ids": position_ids}
+    return self._embed(input_ids, attention_mask, attention_mask, None, deterministic,
+                       normalize, layer, truncate_dim, **kwargs)
 
   def embed_packed(self, packed_ids: jax.Array, segment_ids: jax.Array, unpack: jax.Array,
                    mask: jax.Array, *, deterministic: bool = True, normalize: bool | None = None,
@@ -90,20 +82,26 @@ class SentenceEmbedder(nnx.Module):
       mask: `[B, L]`, 1 for text b's real tokens (right-padded).
       deterministic, normalize, layer, truncate_dim: as `__call__`.
     """
+    return self._embed(packed_ids, segment_ids > 0, mask, unpack, deterministic, normalize,
+                       layer, truncate_dim, segment_ids=segment_ids)
+
+  def _embed(self, input_ids, encoder_mask, mask, unpack, deterministic: bool,
+             normalize: bool | None, layer: int | None, truncate_dim: int | None,
+             **encoder_kwargs) -> jax.Array:
+    """Encoder, then the pooler on the `[B, L]` states of `mask`: the encoder's own when
+    `unpack` is None, else gathered back from packed rows by `unpack`."""
     self.check_size(layer, truncate_dim)
     normalize = self.normalize if normalize is None else normalize
     needs_all = self.pooler.kind == "multi_layer"
-    kwargs = {} if layer is None else {"num_layers": layer}
-    out = self.encoder(packed_ids, segment_ids > 0, deterministic=deterministic,
-                       output_hidden_states=needs_all, segment_ids=segment_ids, **kwargs)
-    # back to the padded [B, L] layout, so every pooler reads what it reads unpacked
-    unpacked = lambda h: jnp.take(h.reshape(-1, h.shape[-1]), unpack, axis=0)
-    all_hidden = jnp.stack([unpacked(h) for h in out.hidden_states]) if needs_all else None
-    return self._pool(unpacked(out.last_hidden_state), mask, all_hidden, normalize,
-                      truncate_dim)
-
-  def _pool(self, hidden, mask, all_hidden, normalize: bool, truncate_dim: int | None):
-    pooled = self.pooler(hidden, mask, all_hidden)
+    if layer is not None:
+      encoder_kwargs["num_layers"] = layer
+    out = self.encoder(input_ids, encoder_mask, deterministic=deterministic,
+                       output_hidden_states=needs_all, **encoder_kwargs)
+    # packed: back to the padded [B, L] layout, so every pooler reads what it reads unpacked
+    padded = (lambda h: h) if unpack is None else (
+        lambda h: jnp.take(h.reshape(-1, h.shape[-1]), unpack, axis=0))
+    all_hidden = jnp.stack([padded(h) for h in out.hidden_states]) if needs_all else None
+    pooled = self.pooler(padded(out.last_hidden_state), mask, all_hidden)
     if truncate_dim is not None:
       pooled = pooled[:, :truncate_dim]
     return l2_normalize(pooled) if normalize else pooled.astype(jnp.float32)

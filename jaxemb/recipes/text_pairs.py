@@ -35,7 +35,7 @@ from flax import nnx
 
 from jaxemb import objectives, tasks
 from jaxemb.objectives import elastic
-from jaxemb.data import registry as data_registry
+from jaxemb.data import packing, registry as data_registry
 from jaxemb.evaluate.registry import prefix_metrics
 from jaxemb.recipes.base import Recipe, TrainData, check_keys, evaluator_specs
 
@@ -230,7 +230,7 @@ class TextPairs(Recipe):
       raise ValueError("gradcache_chunk does not support a learnable scale "
                        "(objective.learnable_scale=True)")
     self.pack_length = int(config.get("pack_length", 0) or 0)
-    self.pack_rows_multiple = int(config.get("pack_rows_multiple", 8) or 8)
+    self.pack_rows_multiple = int(config.get("pack_rows_multiple", 0) or packing.ROWS_MULTIPLE)
     if self.pack_length:
       unsupported = {"a per-layer objective "
                      f"({config.objective.name!r})": self.by_layer,
@@ -358,11 +358,10 @@ class TextPairs(Recipe):
   def train_data(self) -> TrainData:
     source, transform = data_registry.make_dataset(self.config.data, self.text_model)
     if self.pack_length:
-      from jaxemb.data.packing import packed_transform
       pad_id = self.text_model.pad_token_id if self.text_model is not None else 0
       chunks = self.config.batch_size // self.gradcache_chunk if self.gradcache_chunk else 1
-      transform = packed_transform(transform, self.pack_length, self.pack_rows_multiple, pad_id,
-                                   chunks=chunks)
+      transform = packing.packed_transform(transform, self.pack_length,
+                                           self.pack_rows_multiple, pad_id, chunks=chunks)
     return TrainData(source, transform)
 
   # --- evaluation and export ------------------------------------------------------------------
