@@ -77,6 +77,7 @@ def _jaxemb_side(args) -> dict:
   ladder = (MAX_LEN,)
   config.data.update(split=f"train[:{args.num_pairs}]", query_lengths=ladder, code_lengths=ladder)
   config.pack_length = args.pack_length
+  config.pack_rows_multiple = args.pack_rows_multiple
   config.update(batch_size=args.batch, total_steps=args.warmup + args.steps, log_every=1,
                 checkpoint_every=10**6, eval_every=0, evaluators=[], final_evaluators=[],
                 export=False, progress=False, best_metric="", gradcache_chunk=args.chunk
@@ -121,6 +122,8 @@ def main() -> None:
   parser.add_argument("--num-pairs", type=int, default=896)
   parser.add_argument("--pack-length", type=int, default=MAX_LEN,
                       help="jaxemb packs texts into rows of this many tokens (0: pad to 128)")
+  parser.add_argument("--pack-rows-multiple", type=int, default=8,
+                      help="packed row counts are rounded up to a multiple of this")
   parser.add_argument("--kinds", default="plain,gradcache",
                       help="comma-separated: plain (MNRL), gradcache (CachedMNRL)")
   parser.add_argument("--allocator", choices=["default", "retain"], default="default",
@@ -140,7 +143,8 @@ def main() -> None:
   tokens = _tokens(pairs, args.batch, args.steps, args.warmup)
   common = ["--batch", str(args.batch), "--steps", str(args.steps), "--warmup",
             str(args.warmup), "--chunk", str(args.chunk), "--num-pairs", str(args.num_pairs),
-            "--pack-length", str(args.pack_length)]
+            "--pack-length", str(args.pack_length), "--pack-rows-multiple",
+            str(args.pack_rows_multiple)]
   me = [sys.executable, os.path.abspath(__file__), "--side", "jaxemb", *common]
   kinds = [k for k in ("plain", "gradcache") if k in args.kinds.split(",")]
   if not kinds:
@@ -183,6 +187,7 @@ def main() -> None:
                                           / summary["gradcache_jaxemb_pairs_per_s"])
   summary["allocator"] = args.allocator
   summary["pack_length"] = args.pack_length
+  summary["pack_rows_multiple"] = args.pack_rows_multiple
   summary["load_average"] = os.getloadavg()[0]
   print(json.dumps(summary))
 
