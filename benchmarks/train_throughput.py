@@ -113,6 +113,7 @@ def _run(cmd: list[str], env: dict[str, str]) -> dict:
 
 
 def main() -> None:
+  from jaxemb.data import packing
   parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
   parser.add_argument("--reference-python", help="interpreter with sentence-transformers")
   parser.add_argument("--batch", type=int, default=64)
@@ -122,7 +123,7 @@ def main() -> None:
   parser.add_argument("--num-pairs", type=int, default=896)
   parser.add_argument("--pack-length", type=int, default=MAX_LEN,
                       help="jaxemb packs texts into rows of this many tokens (0: pad to 128)")
-  parser.add_argument("--pack-rows-multiple", type=int, default=8,
+  parser.add_argument("--pack-rows-multiple", type=int, default=packing.ROWS_MULTIPLE,
                       help="packed row counts are rounded up to a multiple of this")
   parser.add_argument("--kinds", default="plain,gradcache",
                       help="comma-separated: plain (MNRL), gradcache (CachedMNRL)")
