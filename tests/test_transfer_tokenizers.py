@@ -61,3 +61,61 @@ def test_table_formats_rows():
          "parameters": 22_700_000}
   text = TT.table([row])
   assert "| bpe | mean | 0.512 | 0.700 | 12.3 / 30 | 100.0 / 250 | 1.5 | 0.00 | 22.7M |" in text
+
+
+def test_finetune_runs_the_job_on_the_transferred_model(tmp_path):
+  import jaxemb
+  from jaxemb.data import code_search
+  from jaxemb.train.metrics import read_metrics
+  from test_transfer import _tiny
+  model = T.transfer(_tiny(), TT.train_code_bpe(CODE, vocab_size=300, min_frequency=1), "mean")
+  split = "validation[:32]"
+  got = TT.finetune(model, tmp_path, split=split, config=f"{TT.DEFAULT_JOB}:runlocal")
+  assert got["steps"] == 6  # the job's runlocal length
+  # The job read the saved model with the new tokenizer: its step-0 figure is the transferred
+  # model's own evaluation, computed here apart.
+  direct = code_search.evaluate_model(lambda t: jaxemb.encode(model, t, show_progress=False),
+                                      split)
+  assert got["zero_shot_mrr@10"] == pytest.approx(direct["mrr@10"], abs=1e-5)
+  saved = jaxemb.load_pretrained(tmp_path / "model")
+  assert saved.tokenizer.get_vocab(True) == model.tokenizer.get_vocab(True)
+  losses = [r["loss"] for r in read_metrics(tmp_path / "run") if "loss" in r]
+  assert losses and all(np.isfinite(losses))
+  with pytest.raises(ValueError, match="finished run"):
+    TT.finetune(model, tmp_path, split=split, config=f"{TT.DEFAULT_JOB}:runlocal")
+
+
+def test_table_marks_missing_token_statistics():
+  text = TT.table([{"tokenizer": "bpe", "method": "distill + fine-tune", "mrr@10": 0.5,
+                    "recall@10": 0.75}])
+  assert "| bpe | distill + fine-tune | 0.500 | 0.750 | – | – | – | – | – |" in text
+
+
+def test_experiment_refuses_zett_without_a_hypernetwork_and_unknown_tokenizers(tmp_path):
+  with pytest.raises(ValueError, match="needs hypernet="):
+    TT.experiment(tmp_path, methods=["mean", "zett"])
+  with pytest.raises(ValueError, match="'bpe_9k'"):
+    TT.experiment(tmp_path, methods=["mean"], tokenizer_names=["code_bpe_16k", "bpe_9k"])
+
+
+def test_uncased_code_bpe_reads_text_as_the_uncased_source():
+  tok = TT.train_code_bpe(CODE, vocab_size=300, min_frequency=1, lowercase=True,
+                          collapse_whitespace=True)
+  assert tok.encode("Def  ADD(a,\n    b)").tokens == tok.encode("def add(a, b)").tokens
+  assert tok.decode(tok.encode("Return X").ids) == "return x"
+  # GPT-2's split keeps words apart; without it frequent phrases become single tokens.
+  spans = TT.train_code_bpe(CODE, vocab_size=500, min_frequency=1, split="spans")
+  words = TT.train_code_bpe(CODE, vocab_size=500, min_frequency=1)
+  count = lambda tok: sum(len(e.ids) for e in tok.encode_batch(CODE))
+  assert count(spans) < count(words)
+  phrase = "def bar(self):"
+  assert all("Ġ" not in t[1:] for t in words.encode(phrase).tokens)
+  assert any("Ġ" in t[1:] for t in spans.encode(phrase).tokens)
+  # "identifiers": a token is a run of letters, digits and "_" or a run of other characters.
+  ident = TT.train_code_bpe(CODE + ["add_one(a_b)"] * 8, vocab_size=500, min_frequency=1,
+                            split="identifiers")
+  tokens = [t.removeprefix("Ġ") for t in ident.encode("def add_one(a_b):").tokens]
+  assert "add_one" in tokens
+  assert all(t.replace("_", "a").isalnum() or not any(ch.isalnum() for ch in t) for t in tokens)
+  with pytest.raises(ValueError, match="split='words'"):
+    TT.train_code_bpe(CODE, vocab_size=300, split="words")

@@ -2,6 +2,8 @@
 experiment on the stdlib code-search task.
 
     python -m jaxemb.adapt.tokenizers_train --out /tmp/transfer_exp    # the README table
+    python -m jaxemb.adapt.tokenizers_train --out /tmp/transfer_exp --methods distill \
+        --finetune=-,distill      # then the default job's fine-tuning of these models
 
 Both tokenizers are cased and carry only [PAD] and [UNK]; `transfer` gives them MiniLM's
 [CLS] $A [SEP] template.
@@ -25,14 +27,42 @@ from tokenizers import decoders, models, normalizers, pre_tokenizers, trainers
 SPECIALS = ("[PAD]", "[UNK]")
 
 
-def train_code_bpe(texts: Sequence[str], vocab_size: int = 16000, *,
-                   min_frequency: int = 2) -> tokenizers.Tokenizer:
-  """A cased byte-level BPE trained on `texts` (no unknown tokens: every byte is spelled)."""
+# How a code BPE cuts text into words before merging (None: GPT-2's own split). Merges never
+# cross a cut, so coarser cuts give longer tokens.
+WORD_SPLITS = {
+    "gpt2": None,                                                     # "Ġ__", "init", "__("
+    "identifiers": r" ?[\p{L}\p{N}_]+| ?[^\s\p{L}\p{N}_]+|\s+",  # GPT-2's, "_" a letter
+    "spaces": r" ?\S+|\s+",                                           # "Ġ__init__(self,"
+    "spans": "",                                                      # tokens span words
+}
+
+
+def train_code_bpe(texts: Sequence[str], vocab_size: int = 16000, *, min_frequency: int = 2,
+                   lowercase: bool = False, collapse_whitespace: bool = False,
+                   split: str = "gpt2") -> tokenizers.Tokenizer:
+  """A byte-level BPE trained on `texts` (no unknown tokens: every byte is spelled).
+
+  Cased, whitespace kept and GPT-2's word split by default. `lowercase` and
+  `collapse_whitespace` (runs of whitespace -> one space, as the UnigramLM) read text as an
+  uncased BERT source does, so the vocabulary spends no tokens on case or indentation;
+  `split` (a key of WORD_SPLITS) sets where merges stop: "identifiers" keeps snake_case names
+  whole, "spaces" cuts at whitespace only, "spans" lets tokens span words ("):Ġself.").
+  """
   if vocab_size < 256 + len(SPECIALS):
     raise ValueError(f"vocab_size={vocab_size} is below the 256 bytes plus {len(SPECIALS)} "
                      "special tokens a byte-level BPE needs")
+  if split not in WORD_SPLITS:
+    raise ValueError(f"split={split!r} is not one of {list(WORD_SPLITS)}")
   tok = tokenizers.Tokenizer(models.BPE())
-  tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+  steps = ([normalizers.Replace(tokenizers.Regex(r"\s+"), " "), normalizers.Strip()]
+           if collapse_whitespace else []) + ([normalizers.Lowercase()] if lowercase else [])
+  if steps:
+    tok.normalizer = normalizers.Sequence(steps)
+  pattern = WORD_SPLITS[split]
+  byte_level = pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=pattern is None)
+  tok.pre_tokenizer = (pre_tokenizers.Sequence([
+      pre_tokenizers.Split(tokenizers.Regex(pattern), "isolated"), byte_level])
+                       if pattern else byte_level)
   tok.decoder = decoders.ByteLevel()
   tok.train_from_iterator(list(texts), trainers.BpeTrainer(
       vocab_size=vocab_size, min_frequency=min_frequency, special_tokens=list(SPECIALS),
@@ -177,20 +207,75 @@ def _row(model, queries, codes, tokenizer, split) -> dict:
           "parameters": _parameters(model), "eval_seconds": time.time() - started}
 
 
+# The experiment's tokenizers, trained on the train split's texts: the issue's two first (the
+# default), then code BPE variants that read text as the uncased source does.
+TOKENIZERS = {
+    "code_bpe_16k": lambda texts: train_code_bpe(texts, 16000),
+    "unigram_8k": lambda texts: train_unigram(texts, 8000),
+    **{f"code_bpe_16k_uncased{'' if split == 'gpt2' else '_' + split}":
+       (lambda texts, split=split: train_code_bpe(texts, 16000, lowercase=True,
+                                                  collapse_whitespace=True, split=split))
+       for split in WORD_SPLITS},
+}
+
+# The default job (configs/codesearch_minilm.py): the "same short contrastive fine-tuning".
+DEFAULT_JOB = Path(__file__).resolve().parents[2] / "configs" / "codesearch_minilm.py"
+
+
+def finetune(model, workdir: str | Path, *, split: str = "test",
+             config: str = str(DEFAULT_JOB)) -> dict:
+  """Fine-tunes `model` (e.g. a transferred one) with the default job's recipe, data and
+  steps, and returns its code-search metrics on `split` before and after.
+
+  The model is saved to `workdir/model` (its own tokenizer.json) and trained from there into
+  `workdir/run`, so the job tokenises with the model's tokenizer; the token lengths of the job
+  (queries 16/32, code 32/64) are kept as they are, in the new tokenizer's tokens.
+  """
+  from jaxemb.pretrained.sentence_transformers import save_pretrained
+  from jaxemb.train.config import load_config
+  from jaxemb.train.loop import run
+  workdir = Path(workdir)
+  job = load_config(config)
+  job.model.pretrained = str(save_pretrained(model, workdir / "model"))
+  job.final_evaluators = [dict(task="stdlib_code_search", split=split)]
+  job.export = False
+  summary = run(job, str(workdir / "run"))
+  start, end = summary["eval_start"], summary["eval_end"]
+  if not end:
+    raise ValueError(f"{workdir / 'run'} holds a finished run (no final evaluation was run): "
+                     "delete it to fine-tune again")
+  # A run resumed from a checkpoint has no step-0 evaluation: NaN then.
+  return {"zero_shot_mrr@10": start.get(f"{split}/mrr@10", float("nan")),
+          "mrr@10": end[f"{split}/mrr@10"],
+          "recall@10": end[f"{split}/recall@10"], "steps": summary["step"]}
+
+
 def experiment(out: str | Path, *, methods: Sequence[str] | None = None, split: str = "test",
                distill_steps: int = 300, distill_batch: int = 32,
-               distill_texts: int = 4000) -> list[dict]:
-  """Trains the two tokenizers on the train split, transfers MiniLM with every method, and
-  writes one JSON line per (tokenizer, method) to `out/results.jsonl` as each finishes (a rerun
-  skips the pairs already there). `distill` trains on `distill_texts` train texts cut to 300
-  characters (the source's embeddings of them are cached in `out`)."""
+               distill_texts: int = 4000, finetune_methods: Sequence[str] = (),
+               hypernet: str | Path | None = None,
+               tokenizer_names: Sequence[str] = ("code_bpe_16k", "unigram_8k")) -> list[dict]:
+  """Trains the tokenizers `tokenizer_names` (keys of TOKENIZERS) on the train split, transfers
+  MiniLM with every method to each, and writes one JSON line per (tokenizer, method) to
+  `out/results.jsonl` as each finishes (a rerun skips the pairs already there). `distill`
+  trains on `distill_texts` train texts cut to 300 characters (the source's embeddings of them
+  are cached in `out`); `zett` (run only when `hypernet`, the export of a
+  configs/zett_minilm.py run, is given) predicts every row.
+
+  The models of `finetune_methods` ("-" is the original) are then fine-tuned by `finetune`
+  (the default job) under `out/finetune/`, one more line each, method "METHOD + fine-tune"."""
   import jaxemb
   from jaxemb.adapt import transfer as transfer_lib
   from jaxemb.data import code_search
   out = Path(out)
   out.mkdir(parents=True, exist_ok=True)
-  # zett needs a trained hypernetwork (configs/zett_minilm.py), not part of the default run.
-  methods = list(methods or [m for m in transfer_lib.METHODS if m != "zett"])
+  methods = list(methods or [m for m in transfer_lib.METHODS if m != "zett" or hypernet])
+  if "zett" in methods and hypernet is None:
+    raise ValueError("method 'zett' needs hypernet= (the export directory of a "
+                     "configs/zett_minilm.py run)")
+  unknown = [name for name in tokenizer_names if name not in TOKENIZERS]
+  if unknown:
+    raise ValueError(f"unknown tokenizer(s) {unknown}; expected some of {list(TOKENIZERS)}")
   train_q, train_c = code_search.load_split("train")
   test_q, test_c = code_search.load_split(split)
   train_texts = list(train_q) + list(train_c)
@@ -205,20 +290,26 @@ def experiment(out: str | Path, *, methods: Sequence[str] | None = None, split: 
     with results_file.open("a") as f:
       f.write(json.dumps(row) + "\n")
 
+  def record_finetuned(model, name, method):
+    if method in finetune_methods and (name, f"{method} + fine-tune") not in done:
+      record({"tokenizer": name, "method": f"{method} + fine-tune",
+              **finetune(model, out / "finetune" / f"{name}-{method}", split=split)})
+
   if ("original", "-") not in done:
     record({"tokenizer": "original", "method": "-",
             **_row(source, test_q, test_c, source.tokenizer, split)})
+  record_finetuned(source, "original", "-")
   built = {}
-  for name, make in (("code_bpe_16k", lambda: train_code_bpe(train_texts, 16000)),
-                     ("unigram_8k", lambda: train_unigram(train_texts, 8000))):
+  for name in tokenizer_names:
     path = out / f"{name}.json"
     if not path.exists():
-      make().save(str(path))
+      TOKENIZERS[name](train_texts).save(str(path))
     built[name] = transfer_lib.load_tokenizer(path)
   teacher = None
   for method in methods:
     for name, tok in built.items():
-      if (name, method) in done:
+      if (name, method) in done and (method not in finetune_methods
+                                     or (name, f"{method} + fine-tune") in done):
         continue
       started = time.time()
       options = {}
@@ -234,25 +325,32 @@ def experiment(out: str | Path, *, methods: Sequence[str] | None = None, split: 
           np.save(teacher_file, teacher)
         options = {"distill_options": {"steps": distill_steps, "batch_size": distill_batch,
                                        "teacher": teacher, "max_chars": 300, "log_every": 50}}
+      if method == "zett":
+        options = {"hypernet": hypernet}
       texts = cut if method == "distill" else train_texts
       model = transfer_lib.transfer(source, tok, method, texts=texts, **options)
       build_s = time.time() - started
-      record({"tokenizer": name, "method": method, "vocab": tok.get_vocab_size(True),
-              "build_seconds": build_s, **_row(model, test_q, test_c, model.tokenizer, split)})
+      if (name, method) not in done:
+        record({"tokenizer": name, "method": method, "vocab": tok.get_vocab_size(True),
+                "build_seconds": build_s, **_row(model, test_q, test_c, model.tokenizer, split)})
+      record_finetuned(model, name, method)
   return [json.loads(line) for line in results_file.open()]
 
 
 def table(rows: Sequence[dict]) -> str:
-  """The results as a Markdown table."""
+  """The results as a Markdown table (fine-tuned rows have no token statistics: "–")."""
   head = ("| tokenizer | method | MRR@10 | R@10 | query tok mean / p95 | code tok mean / p95 | "
           "code truncated % | UNK % | params |")
   lines = [head, "|" + "---|" * 9]
   for r in rows:
+    stats = ["–"] * 4
+    if "query_tokens_mean" in r:
+      stats = [f"{r['query_tokens_mean']:.1f} / {r['query_tokens_p95']:.0f}",
+               f"{r['code_tokens_mean']:.1f} / {r['code_tokens_p95']:.0f}",
+               f"{r['code_truncated_pct']:.1f}", f"{r['unk_pct']:.2f}"]
+    params = f"{r['parameters'] / 1e6:.1f}M" if "parameters" in r else "–"
     lines.append(f"| {r['tokenizer']} | {r['method']} | {r['mrr@10']:.3f} | {r['recall@10']:.3f}"
-                 f" | {r['query_tokens_mean']:.1f} / {r['query_tokens_p95']:.0f}"
-                 f" | {r['code_tokens_mean']:.1f} / {r['code_tokens_p95']:.0f}"
-                 f" | {r['code_truncated_pct']:.1f} | {r['unk_pct']:.2f}"
-                 f" | {r['parameters'] / 1e6:.1f}M |")
+                 f" | {' | '.join(stats)} | {params} |")
   return "\n".join(lines)
 
 
@@ -263,10 +361,20 @@ def main(argv: list[str] | None = None) -> None:
   parser.add_argument("--split", default="test")
   parser.add_argument("--distill-steps", type=int, default=300)
   parser.add_argument("--distill-texts", type=int, default=4000)
+  parser.add_argument("--finetune", default="",
+                      help="comma-separated methods ('-' = the original) whose models are then "
+                           "fine-tuned with the default job (configs/codesearch_minilm.py)")
+  parser.add_argument("--tokenizers", default="code_bpe_16k,unigram_8k",
+                      help=f"comma-separated, of {', '.join(TOKENIZERS)}")
+  parser.add_argument("--hypernet", default=None,
+                      help="zett: the hypernetwork a configs/zett_minilm.py run exported")
   args = parser.parse_args(argv)
   rows = experiment(args.out, methods=[m for m in args.methods.split(",") if m] or None,
                     split=args.split, distill_steps=args.distill_steps,
-                    distill_texts=args.distill_texts)
+                    distill_texts=args.distill_texts,
+                    finetune_methods=[m for m in args.finetune.split(",") if m],
+                    hypernet=args.hypernet,
+                    tokenizer_names=[t for t in args.tokenizers.split(",") if t])
   print(table(rows))
 
 
