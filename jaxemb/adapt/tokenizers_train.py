@@ -5,8 +5,9 @@ experiment on the stdlib code-search task.
     python -m jaxemb.adapt.tokenizers_train --out /tmp/transfer_exp --methods distill \
         --finetune=-,distill      # then the default job's fine-tuning of these models
 
-Both tokenizers are cased and carry only [PAD] and [UNK]; `transfer` gives them MiniLM's
-[CLS] $A [SEP] template.
+The issue's two tokenizers are cased and carry only [PAD] and [UNK]; `transfer` gives them
+MiniLM's [CLS] $A [SEP] template. The `*_uncased*` code BPE variants (TOKENIZERS) lowercase and
+collapse whitespace as the uncased source reads text.
   code BPE  byte-level BPE (GPT-2 pre-tokeniser: runs of spaces and indentation are tokens).
   UnigramLM SentencePiece-style Metaspace; whitespace runs collapse to one space first (as
             SentencePiece's remove_extra_whitespaces; BERT drops whitespace altogether).
@@ -30,10 +31,10 @@ SPECIALS = ("[PAD]", "[UNK]")
 # How a code BPE cuts text into words before merging (None: GPT-2's own split). Merges never
 # cross a cut, so coarser cuts give longer tokens.
 WORD_SPLITS = {
-    "gpt2": None,                                                     # "Ġ__", "init", "__("
+    "gpt2": None,                                                # "Ġ__", "init", "__("
     "identifiers": r" ?[\p{L}\p{N}_]+| ?[^\s\p{L}\p{N}_]+|\s+",  # GPT-2's, "_" a letter
-    "spaces": r" ?\S+|\s+",                                           # "Ġ__init__(self,"
-    "spans": "",                                                      # tokens span words
+    "spaces": r" ?\S+|\s+",                                      # "Ġ__init__(self,"
+    "spans": "",                                                 # tokens span words
 }
 
 
