@@ -218,6 +218,7 @@ TOKENIZERS = {
                                                   collapse_whitespace=True, split=split))
        for split in WORD_SPLITS},
 }
+DEFAULT_TOKENIZERS = ("code_bpe_16k", "unigram_8k")
 
 # The default job (configs/codesearch_minilm.py): the "same short contrastive fine-tuning".
 DEFAULT_JOB = Path(__file__).resolve().parents[2] / "configs" / "codesearch_minilm.py"
@@ -255,7 +256,7 @@ def experiment(out: str | Path, *, methods: Sequence[str] | None = None, split: 
                distill_steps: int = 300, distill_batch: int = 32,
                distill_texts: int = 4000, finetune_methods: Sequence[str] = (),
                hypernet: str | Path | None = None,
-               tokenizer_names: Sequence[str] = ("code_bpe_16k", "unigram_8k")) -> list[dict]:
+               tokenizer_names: Sequence[str] = DEFAULT_TOKENIZERS) -> list[dict]:
   """Trains the tokenizers `tokenizer_names` (keys of TOKENIZERS) on the train split, transfers
   MiniLM with every method to each, and writes one JSON line per (tokenizer, method) to
   `out/results.jsonl` as each finishes (a rerun skips the pairs already there). `distill`
@@ -291,9 +292,12 @@ def experiment(out: str | Path, *, methods: Sequence[str] | None = None, split: 
     with results_file.open("a") as f:
       f.write(json.dumps(row) + "\n")
 
+  def finetuned(method):
+    return f"{method} + fine-tune"
+
   def record_finetuned(model, name, method):
-    if method in finetune_methods and (name, f"{method} + fine-tune") not in done:
-      record({"tokenizer": name, "method": f"{method} + fine-tune",
+    if method in finetune_methods and (name, finetuned(method)) not in done:
+      record({"tokenizer": name, "method": finetuned(method),
               **finetune(model, out / "finetune" / f"{name}-{method}", split=split)})
 
   if ("original", "-") not in done:
@@ -310,7 +314,7 @@ def experiment(out: str | Path, *, methods: Sequence[str] | None = None, split: 
   for method in methods:
     for name, tok in built.items():
       if (name, method) in done and (method not in finetune_methods
-                                     or (name, f"{method} + fine-tune") in done):
+                                     or (name, finetuned(method)) in done):
         continue
       started = time.time()
       options = {}
@@ -365,17 +369,16 @@ def main(argv: list[str] | None = None) -> None:
   parser.add_argument("--finetune", default="",
                       help="comma-separated methods ('-' = the original) whose models are then "
                            "fine-tuned with the default job (configs/codesearch_minilm.py)")
-  parser.add_argument("--tokenizers", default="code_bpe_16k,unigram_8k",
+  parser.add_argument("--tokenizers", default=",".join(DEFAULT_TOKENIZERS),
                       help=f"comma-separated, of {', '.join(TOKENIZERS)}")
   parser.add_argument("--hypernet", default=None,
                       help="zett: the hypernetwork a configs/zett_minilm.py run exported")
   args = parser.parse_args(argv)
-  rows = experiment(args.out, methods=[m for m in args.methods.split(",") if m] or None,
+  names = lambda arg: [name for name in arg.split(",") if name]  # noqa: E731
+  rows = experiment(args.out, methods=names(args.methods) or None,
                     split=args.split, distill_steps=args.distill_steps,
-                    distill_texts=args.distill_texts,
-                    finetune_methods=[m for m in args.finetune.split(",") if m],
-                    hypernet=args.hypernet,
-                    tokenizer_names=[t for t in args.tokenizers.split(",") if t])
+                    distill_texts=args.distill_texts, finetune_methods=names(args.finetune),
+                    hypernet=args.hypernet, tokenizer_names=names(args.tokenizers))
   print(table(rows))
 
 
