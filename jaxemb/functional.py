@@ -17,6 +17,13 @@ from typing import Any
 import jax
 from flax import nnx
 
+# Parameters carry *logical* axis names ("vocab", "embed", ...) as metadata only; the training
+# mesh maps them to mesh axes (jaxemb.train.mesh). Flax 0.12 would otherwise shard each variable
+# eagerly on creation, which needs a mesh named by those logical names. Set here, in the module
+# every model and training path imports (jaxemb.nn, the loop), so a recipe's own module needs
+# nothing of its own.
+nnx.use_eager_sharding(False)
+
 
 @jax.tree_util.register_pytree_node_class
 class Graph:

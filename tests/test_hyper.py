@@ -43,6 +43,23 @@ def test_padded_pieces_do_not_matter():
     h(np.zeros((1, 5, 32)), np.ones((1, 5)))
 
 
+def test_mean_residual_starts_as_the_mean_of_the_pieces():
+  """residual="mean": the untrained hypernetwork is FVT's mean (a slow numpy mean is the
+  reference); padded pieces are left out of it; the correction then trains."""
+  h = _hyper(residual="mean")
+  rng = np.random.default_rng(0)
+  x = rng.normal(size=(3, 4, 32)).astype(np.float32)
+  mask = np.array([[1, 1, 0, 0], [1, 0, 0, 0], [1, 1, 1, 1]])
+  expected = np.stack([x[i, :mask[i].sum()].mean(0) for i in range(3)])
+  np.testing.assert_allclose(np.asarray(h(x, mask)), expected, rtol=1e-6, atol=1e-6)
+  graph, params = functional.split(h)
+  loss = lambda p: jnp.sum(jnp.square(functional.merge(graph, p)(x, mask) - 1.0))  # noqa: E731
+  grads = jax.grad(loss)(params)
+  assert float(jnp.abs(grads["proj_out"]["kernel"]).max()) > 0
+  with pytest.raises(ValueError, match="residual='sum'"):
+    HyperConfig(**SMALL, residual="sum")
+
+
 def test_predict_copies_specials():
   h = _hyper()
   table = jnp.asarray(np.random.default_rng(1).normal(size=(10, 32)), jnp.float32)
@@ -169,14 +186,21 @@ def test_flat_row_tables_equal_a_full_table(tmp_path):
 
 
 @pytest.mark.slow
-def test_recipe_runs_in_the_loop_and_exports(tmp_path):
+@pytest.mark.parametrize("residual", ["mean", "none"])
+def test_recipe_runs_in_the_loop_and_exports(tmp_path, residual):
   from jaxemb.train import loop
   model_dir = _tiny_dir(tmp_path)
-  summary = loop.run(_config(model_dir), str(tmp_path / "run"))
+  config = _config(model_dir)
+  config.hyper.residual = residual
+  summary = loop.run(config, str(tmp_path / "run"))
   rows = [json.loads(line) for line in open(tmp_path / "run" / "metrics.jsonl")]
   steps = [r for r in rows if "loss" in r]
   assert len(steps) == 4
-  assert steps[0]["warm_loss"] > 0 and steps[0]["distill_loss"] == 0
+  assert steps[0]["distill_loss"] == 0
+  if residual == "mean":  # the untrained hypernetwork is the identity on one-piece tokens
+    assert steps[0]["warm_loss"] == 0
+  else:
+    assert steps[0]["warm_loss"] > 0
   assert steps[-1]["distill_loss"] > 0 and steps[-1]["warm_loss"] == 0
   assert all(np.isfinite(r["loss"]) for r in steps)
   # The source encoder stayed frozen.

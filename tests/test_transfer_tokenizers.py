@@ -119,3 +119,52 @@ def test_uncased_code_bpe_reads_text_as_the_uncased_source():
   assert all(t.replace("_", "a").isalnum() or not any(ch.isalnum() for ch in t) for t in tokens)
   with pytest.raises(ValueError, match="split='words'"):
     TT.train_code_bpe(CODE, vocab_size=300, split="words")
+
+
+def test_expand_wordpiece_adds_the_biggest_savings_and_keeps_the_source():
+  src = tiny_tokenizer()  # a word of n letters is n tokens; "_" is [UNK]
+  texts = ["hello hello hello world!! is_ok"] * 2 + ["once"]
+  # Savings = frequency x (source tokens - 1), by hand: hello 6 x 4 = 24, is_ok ("is" "_" "ok",
+  # 5 tokens) 2 x 4 = 8, world 2 x 4 = 8, "!!" 2 x 1 = 2; "once" is seen once (below
+  # min_frequency). Ties go alphabetically.
+  tok = TT.expand_wordpiece(src, texts, 3)
+  n = src.get_vocab_size()
+  assert tok.get_vocab_size() == n + 3
+  assert [tok.token_to_id(t) for t in ("hello", "is_ok", "world")] == [n, n + 1, n + 2]
+  assert tok.token_to_id("!!") is None and tok.token_to_id("once") is None
+  assert all(tok.token_to_id(t) == i for t, i in src.get_vocab().items())
+  assert tok.encode("hello world!! is_ok").tokens == [
+      "[CLS]", "hello", "world", "!", "!", "is_ok", "[SEP]"]
+  # Text without added pieces tokenises as the source does; a name is only taken whole.
+  for text in ("a b. c, d!", "is_okay", "once upon a time"):
+    assert tok.encode(text).ids == src.encode(text).ids, text
+  runs = TT.expand_wordpiece(src, texts, 4)
+  assert runs.encode("world!!!").tokens == ["[CLS]", "world", "!!", "!", "[SEP]"]
+  only = TT.expand_wordpiece(src, texts, kinds=("punctuation", "names"))
+  assert sorted(set(only.get_vocab()) - set(src.get_vocab())) == ["!!", "is_ok"]
+
+
+def test_expanded_wordpiece_transfer_copies_every_source_row():
+  from tiny_tokenizer import tiny_model
+  model = tiny_model()
+  tok = TT.expand_wordpiece(model.tokenizer, ["hello hello"], 1)
+  new = T.transfer(model, tok, "mean")
+  old, rows = np.asarray(T.word_embeddings(model)), np.asarray(T.word_embeddings(new))
+  n = model.tokenizer.get_vocab_size()
+  np.testing.assert_array_equal(rows[:n], old)
+  pieces = [model.tokenizer.token_to_id(t) for t in ("h", "##e", "##l", "##l", "##o")]
+  np.testing.assert_allclose(rows[n], old[pieces].mean(0), rtol=1e-6, atol=1e-7)
+
+
+def test_expand_wordpiece_refuses_bad_input():
+  with pytest.raises(ValueError, match="WordPiece source.*'BPE'"):
+    TT.expand_wordpiece(TT.train_code_bpe(CODE, vocab_size=300), CODE)
+  with pytest.raises(ValueError, match="num_new=0"):
+    TT.expand_wordpiece(tiny_tokenizer(), CODE, 0)
+  with pytest.raises(ValueError, match="kinds=\\('verbs',\\)"):
+    TT.expand_wordpiece(tiny_tokenizer(), CODE, kinds=("verbs",))
+  from tokenizers import pre_tokenizers
+  whitespace = tiny_tokenizer()
+  whitespace.pre_tokenizer = pre_tokenizers.Whitespace()
+  with pytest.raises(ValueError, match="pre-tokenizer is 'Whitespace'"):
+    TT.expand_wordpiece(whitespace, CODE)

@@ -7,7 +7,8 @@ experiment on the stdlib code-search task.
 
 The issue's two tokenizers are cased and carry only [PAD] and [UNK]; `transfer` gives them
 MiniLM's [CLS] $A [SEP] template. The `*_uncased*` code BPE variants (TOKENIZERS) lowercase and
-collapse whitespace as the uncased source reads text.
+collapse whitespace as the uncased source reads text; `wordpiece_expanded_16k` is the source's
+own WordPiece with up to 16k code tokens added (`expand_wordpiece`: vocabulary expansion).
   code BPE  byte-level BPE (GPT-2 pre-tokeniser: runs of spaces and indentation are tokens).
   UnigramLM SentencePiece-style Metaspace; whitespace runs collapse to one space first (as
             SentencePiece's remove_extra_whitespaces; BERT drops whitespace altogether).
@@ -16,8 +17,10 @@ collapse whitespace as the uncased source reads text.
 from __future__ import annotations
 
 import argparse
+import itertools
 import json
 import time
+import unicodedata
 from pathlib import Path
 from typing import Sequence
 
@@ -85,6 +88,86 @@ def train_unigram(texts: Sequence[str], vocab_size: int = 8000) -> tokenizers.To
       vocab_size=vocab_size, special_tokens=list(SPECIALS), unk_token="[UNK]",
       show_progress=False))
   return tok
+
+
+# BERT's punctuation (BasicTokenizer._is_punctuation): every ASCII non-alphanumeric symbol and
+# Unicode P*. A word is a run of anything else but whitespace.
+_BERT_PUNCT = r"!-/:-@\[-`{-~\p{P}"
+_BERT_WORD = rf"[^\s{_BERT_PUNCT}]+"
+# A snake_case name ("__init__", "_config_vars": letters or digits and "_"), which BERT cuts at
+# every "_".
+_NAME = r"(?=[\p{L}\p{N}_]*_)(?=[\p{L}\p{N}_]*[\p{L}\p{N}])[\p{L}\p{N}_]+"
+_NAME_START, _NAME_END = r"(?<![\p{L}\p{N}_])", r"(?![\p{L}\p{N}_])"  # a whole word
+
+
+EXPANSION_KINDS = ("words", "punctuation", "names")
+
+
+def expand_wordpiece(source: tokenizers.Tokenizer, texts: Sequence[str], num_new: int = 16000, *,
+                     min_frequency: int = 2,
+                     kinds: Sequence[str] = EXPANSION_KINDS) -> tokenizers.Tokenizer:
+  """The source WordPiece tokenizer with `num_new` whole-word and punctuation-run tokens added
+  (vocabulary expansion): the pieces of `texts` that save the most tokens.
+
+  A candidate is a word that the source splits into several pieces ("isinstance" = is ##ins
+  ##tance), a run of punctuation without whitespace ("):", "()") or a snake_case name
+  ("__init__"), both of which BERT cuts at every punctuation character; its saving is
+  frequency x (source tokens - 1). Added names and runs are matched first (longest first; a
+  name only as a whole word) and the rest is cut exactly as BERT does, so text without added
+  tokens tokenises as under the source and every source token keeps its id (a transfer copies
+  them all; only the added rows are initialised). `kinds` (of EXPANSION_KINDS) limits
+  the candidates.
+  """
+  spec = json.loads(source.to_str())
+  model = spec.get("model", {})
+  if model.get("type") != "WordPiece":
+    raise ValueError(f"expand_wordpiece needs a WordPiece source tokenizer, got "
+                     f"{model.get('type')!r}")
+  if (spec.get("pre_tokenizer") or {}).get("type") != "BertPreTokenizer":
+    raise ValueError(f"expand_wordpiece reproduces BERT's word split; the source's "
+                     f"pre-tokenizer is {(spec.get('pre_tokenizer') or {}).get('type')!r}")
+  if num_new < 1 or min_frequency < 1:
+    raise ValueError(f"num_new={num_new} and min_frequency={min_frequency} must be >= 1")
+  if not kinds or set(kinds) - set(EXPANSION_KINDS):
+    raise ValueError(f"kinds={tuple(kinds)} must be some of {EXPANSION_KINDS}")
+  src = tokenizers.Tokenizer.from_str(source.to_str())
+  candidates = pre_tokenizers.Split(tokenizers.Regex(
+      rf"{_NAME_START}{_NAME}{_NAME_END}|{_BERT_WORD}|[{_BERT_PUNCT}]+"), "isolated")
+  counts: dict[str, int] = {}
+  for text in texts:
+    normalized = src.normalizer.normalize_str(text) if src.normalizer else text
+    for piece, _ in candidates.pre_tokenize_str(normalized):
+      if not piece.isspace():
+        counts[piece] = counts.get(piece, 0) + 1
+  vocab = model["vocab"]
+  savings = []
+  for piece, freq in counts.items():
+    if freq >= min_frequency and piece not in vocab and _expansion_kind(piece) in kinds:
+      n = len(src.encode(piece, add_special_tokens=False).ids)
+      if n > 1:
+        savings.append((freq * (n - 1), piece))
+  savings.sort(key=lambda s: (-s[0], s[1]))
+  added = [piece for _, piece in savings[:num_new]]
+  vocab.update({piece: len(vocab) + i for i, piece in enumerate(added)})
+  tok = tokenizers.Tokenizer.from_str(json.dumps(spec))
+  # Names and runs are never a BERT pre-token, so they are matched as added tokens (before the
+  # pre-tokeniser, longest first), a name only as a whole word; they keep their vocabulary ids.
+  tok.add_tokens([tokenizers.AddedToken(p, single_word=_expansion_kind(p) == "names",
+                                        normalized=True)
+                  for p in added if _expansion_kind(p) != "words"])
+  return tok
+
+
+def _is_bert_punctuation(char: str) -> bool:
+  code = ord(char)
+  return (33 <= code <= 47 or 58 <= code <= 64 or 91 <= code <= 96 or 123 <= code <= 126
+          or unicodedata.category(char).startswith("P"))
+
+
+def _expansion_kind(piece: str) -> str:
+  if all(map(_is_bert_punctuation, piece)):
+    return "punctuation"
+  return "names" if "_" in piece else "words"
 
 
 def token_stats(tokenizer: tokenizers.Tokenizer, texts: Sequence[str], *,
@@ -208,15 +291,21 @@ def _row(model, queries, codes, tokenizer, split) -> dict:
           "parameters": _parameters(model), "eval_seconds": time.time() - started}
 
 
-# The experiment's tokenizers, trained on the train split's texts: the issue's two first (the
-# default), then code BPE variants that read text as the uncased source does.
+# The experiment's tokenizers, built from the train split's texts and the source tokenizer:
+# the issue's two first (the default), then code BPE variants that read text as the uncased
+# source does, then the source's own WordPiece expanded with code tokens.
 TOKENIZERS = {
-    "code_bpe_16k": lambda texts: train_code_bpe(texts, 16000),
-    "unigram_8k": lambda texts: train_unigram(texts, 8000),
+    "code_bpe_16k": lambda texts, source: train_code_bpe(texts, 16000),
+    "unigram_8k": lambda texts, source: train_unigram(texts, 8000),
     **{f"code_bpe_16k_uncased{'' if split == 'gpt2' else '_' + split}":
-       (lambda texts, split=split: train_code_bpe(texts, 16000, lowercase=True,
-                                                  collapse_whitespace=True, split=split))
+       (lambda texts, source, split=split: train_code_bpe(
+           texts, 16000, lowercase=True, collapse_whitespace=True, split=split))
        for split in WORD_SPLITS},
+    "wordpiece_expanded_16k": lambda texts, source: expand_wordpiece(source, texts, 16000),
+    # The same with only some kinds of added tokens (which kinds cost quality).
+    **{"wordpiece_expanded_16k_" + "_".join(kinds):
+       (lambda texts, source, kinds=kinds: expand_wordpiece(source, texts, 16000, kinds=kinds))
+       for kinds in itertools.chain(*(itertools.combinations(EXPANSION_KINDS, n) for n in (1, 2)))},
 }
 DEFAULT_TOKENIZERS = ("code_bpe_16k", "unigram_8k")
 
@@ -308,7 +397,7 @@ def experiment(out: str | Path, *, methods: Sequence[str] | None = None, split: 
   for name in tokenizer_names:
     path = out / f"{name}.json"
     if not path.exists():
-      TOKENIZERS[name](train_texts).save(str(path))
+      TOKENIZERS[name](train_texts, source.tokenizer).save(str(path))
     built[name] = transfer_lib.load_tokenizer(path)
   teacher = None
   for method in methods:

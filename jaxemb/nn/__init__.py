@@ -1,11 +1,8 @@
 """NNX modules (encoders, pooling, SSM layers, tables). No training logic lives here.
 
 Parameters carry *logical* axis names ("vocab", "embed", "mlp", "qkv", ...) as metadata only;
-`jaxemb.train.mesh` maps them to mesh axes. Flax 0.12 would otherwise try to shard each variable
-eagerly on creation, which needs a mesh whose axes are those logical names, so eager sharding
-is switched off for the whole package.
+`jaxemb.train.mesh` maps them to mesh axes; eager sharding is switched off in
+`jaxemb.functional`, imported here for that.
 """
 
-from flax import nnx
-
-nnx.use_eager_sharding(False)
+from jaxemb import functional as _functional  # noqa: F401  (eager sharding off)

@@ -7,6 +7,10 @@ output projection of the first position:
 
     pieces [N, k] --E_source--> [N, k, D] -> proj_in -> +pos -> layers -> [:, 0] -> proj_out -> [N, D]
 
+With `residual="mean"` the output is added to the mean of the piece embeddings (FVT's `mean`
+initialiser) and the output projection starts at zero, so the untrained hypernetwork *is*
+`mean` and training learns a correction to it; "none" is ZeTT's plain prediction.
+
 Special tokens are not predicted (the caller copies their source rows). Logical axes: the
 projections are ("embed", "embed_out") / ("embed_out", "embed"); the layers use the
 transformer's names.
@@ -23,6 +27,9 @@ from flax import nnx
 from jaxemb.nn.transformer import TransformerConfig, TransformerLayer
 
 
+RESIDUALS = ("none", "mean")
+
+
 @dataclasses.dataclass(frozen=True)
 class HyperConfig:
   """Shape of a `TokenHyperNetwork`. `hidden_size` must be the source model's width."""
@@ -33,11 +40,14 @@ class HyperConfig:
   intermediate_size: int = 1536
   max_pieces: int = 7
   dropout_rate: float = 0.0
+  residual: str = "none"
 
   def __post_init__(self):
     for name in ("hidden_size", "num_layers", "num_heads", "intermediate_size", "max_pieces"):
       if getattr(self, name) < 1:
         raise ValueError(f"{name} must be a positive integer, got {getattr(self, name)}")
+    if self.residual not in RESIDUALS:
+      raise ValueError(f"residual={self.residual!r} is not one of {RESIDUALS}")
     if self.hidden_size % self.num_heads:
       raise ValueError(f"hidden_size={self.hidden_size} must be divisible by "
                        f"num_heads={self.num_heads}")
@@ -50,9 +60,10 @@ class HyperConfig:
         attention_dropout_rate=self.dropout_rate, norm_position="pre", type_vocab_size=0)
 
 
-def _dense(din: int, dout: int, names: tuple, rngs: nnx.Rngs) -> nnx.Linear:
+def _dense(din: int, dout: int, names: tuple, rngs: nnx.Rngs, *,
+           kernel_init=nnx.initializers.normal(0.02)) -> nnx.Linear:
   return nnx.Linear(din, dout, kernel_init=nnx.with_partitioning(
-      nnx.initializers.normal(0.02), names), bias_init=nnx.with_partitioning(
+      kernel_init, names), bias_init=nnx.with_partitioning(
           nnx.initializers.zeros_init(), names[1:]), rngs=rngs)
 
 
@@ -70,7 +81,9 @@ class TokenHyperNetwork(nnx.Module):
     self.layers = nnx.List([TransformerLayer(layer_cfg, rngs=rngs)
                             for _ in range(cfg.num_layers)])
     self.norm = nnx.LayerNorm(d, epsilon=1e-12, rngs=rngs)
-    self.proj_out = _dense(d, d, ("embed_out", "embed"), rngs)
+    self.proj_out = _dense(d, d, ("embed_out", "embed"), rngs, kernel_init=(
+        nnx.initializers.zeros_init() if cfg.residual == "mean"
+        else nnx.initializers.normal(0.02)))
 
   def __call__(self, piece_embeddings: jax.Array, piece_mask: jax.Array, *,
                deterministic: bool = True) -> jax.Array:
@@ -85,7 +98,12 @@ class TokenHyperNetwork(nnx.Module):
     positions = jnp.broadcast_to(jnp.arange(k), (n, k))
     for layer in self.layers:
       x = layer(x, bias, positions, deterministic=deterministic)
-    return self.proj_out(self.norm(x[:, 0]))
+    out = self.proj_out(self.norm(x[:, 0]))
+    if self.cfg.residual == "mean":
+      weight = jnp.asarray(piece_mask, jnp.float32)[..., None]
+      out = out + jnp.sum(piece_embeddings.astype(jnp.float32) * weight, 1) / jnp.maximum(
+          jnp.sum(weight, 1), 1.0)
+    return out
 
 
 def predict_embeddings(hyper: TokenHyperNetwork, source_table: jax.Array, pieces: jax.Array,

@@ -44,7 +44,7 @@ from jaxemb.recipes.base import Recipe, TrainData, check_keys
 
 MODEL_KEYS = frozenset({"pretrained", "max_seq_length"})
 HYPER_KEYS = frozenset({"num_layers", "num_heads", "intermediate_size", "max_pieces",
-                        "dropout_rate"})
+                        "dropout_rate", "residual"})
 DATA_KEYS = frozenset({"split", "data_dir", "max_chars", "student_length", "teacher_length",
                        "kinds", "probs", "vocab_min", "vocab_max", "noise_std", "warm_tokens"})
 OBJECTIVE_KEYS = frozenset({"loss", "aux_weight", "warmup_steps"})
