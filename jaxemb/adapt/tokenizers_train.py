@@ -106,8 +106,8 @@ EXPANSION_KINDS = ("words", "punctuation", "names")
 def expand_wordpiece(source: tokenizers.Tokenizer, texts: Sequence[str], num_new: int = 16000, *,
                      min_frequency: int = 2,
                      kinds: Sequence[str] = EXPANSION_KINDS) -> tokenizers.Tokenizer:
-  """The source WordPiece tokenizer with `num_new` whole-word and punctuation-run tokens added
-  (vocabulary expansion): the pieces of `texts` that save the most tokens.
+  """The source WordPiece tokenizer with up to `num_new` tokens added (vocabulary expansion):
+  the words, punctuation runs and snake_case names of `texts` that save the most tokens.
 
   A candidate is a word that the source splits into several pieces ("isinstance" = is ##ins
   ##tance), a run of punctuation without whitespace ("):", "()") or a snake_case name
