@@ -24,6 +24,7 @@ import jax
 import jax.numpy as jnp
 from flax import nnx
 
+from jaxemb.nn.pooling import mean_pool
 from jaxemb.nn.transformer import TransformerConfig, TransformerLayer
 
 
@@ -100,9 +101,7 @@ class TokenHyperNetwork(nnx.Module):
       x = layer(x, bias, positions, deterministic=deterministic)
     out = self.proj_out(self.norm(x[:, 0]))
     if self.cfg.residual == "mean":
-      weight = jnp.asarray(piece_mask, jnp.float32)[..., None]
-      out = out + jnp.sum(piece_embeddings.astype(jnp.float32) * weight, 1) / jnp.maximum(
-          jnp.sum(weight, 1), 1.0)
+      out = out + mean_pool(piece_embeddings.astype(jnp.float32), piece_mask)
     return out
 
 
