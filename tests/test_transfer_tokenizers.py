@@ -142,6 +142,9 @@ def test_expand_wordpiece_adds_the_biggest_savings_and_keeps_the_source():
   assert runs.encode("world!!!").tokens == ["[CLS]", "world", "!!", "!", "[SEP]"]
   only = TT.expand_wordpiece(src, texts, kinds=("punctuation", "names"))
   assert sorted(set(only.get_vocab()) - set(src.get_vocab())) == ["!!", "is_ok"]
+  padded = tiny_tokenizer()
+  padded.enable_padding(length=16)  # as a tokenizer.json with fixed padding is read
+  assert TT.expand_wordpiece(padded, texts, 3).get_vocab() == tok.get_vocab()
 
 
 def test_expanded_wordpiece_transfer_copies_every_source_row():

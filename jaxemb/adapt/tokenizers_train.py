@@ -131,6 +131,10 @@ def expand_wordpiece(source: tokenizers.Tokenizer, texts: Sequence[str], num_new
   if not kinds or set(kinds) - set(EXPANSION_KINDS):
     raise ValueError(f"kinds={tuple(kinds)} must be some of {EXPANSION_KINDS}")
   src = tokenizers.Tokenizer.from_str(source.to_str())
+  # A tokenizer.json may pad to a fixed length (MiniLM's pads to 128): a piece's token count
+  # must not include padding.
+  src.no_padding()
+  src.no_truncation()
   candidates = pre_tokenizers.Split(tokenizers.Regex(
       rf"{_NAME_START}{_NAME}{_NAME_END}|{_BERT_WORD}|[{_BERT_PUNCT}]+"), "isolated")
   counts: dict[str, int] = {}
