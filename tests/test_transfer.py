@@ -173,6 +173,55 @@ def test_distill_trains_only_new_rows_and_lowers_the_loss(tiny):
   assert gap(out) < gap(start)
 
 
+def test_token_alignment_by_hand():
+  # "isinstance(abc": the source cuts is ##ins ##tance ( a ##bc, the new tokenizer
+  # isinstance ( ab ##c; "ab" and "##c" straddle the source's a | ##bc boundary.
+  teacher = ([(0, 0), (0, 2), (2, 5), (5, 10), (10, 11), (11, 12), (12, 14), (0, 0)],
+             [1, 0, 0, 0, 0, 0, 0, 1])
+  student = ([(0, 0), (0, 10), (10, 11), (11, 13), (13, 14), (0, 0)], [1, 0, 0, 0, 0, 1])
+  a = T.token_alignment(student, teacher, (6, 8))
+  expected = np.zeros((6, 8), np.float32)
+  expected[0, 0] = expected[5, 7] = 1  # [CLS] and [SEP]
+  expected[1, 1:4] = 1 / 3
+  expected[2, 4] = 1
+  np.testing.assert_allclose(a, expected)
+  # Padded shapes: extra rows and columns stay zero; truncated tokens are left out.
+  assert T.token_alignment(student, teacher, (7, 9))[:6, :8].tolist() == expected.tolist()
+  # The source cut after "(": its tokens still align; one special against two pair with none.
+  cut = T.token_alignment(student, teacher, (6, 5))
+  np.testing.assert_allclose(cut[1:3], expected[1:3, :5])
+  assert not cut[[0, 3, 4, 5]].any()
+
+
+def test_token_distill_loss_matches_numpy():
+  rng = np.random.default_rng(1)
+  s, t = rng.normal(size=(2, 3, 5)), rng.normal(size=(2, 4, 5))
+  a = np.zeros((2, 3, 4))
+  a[0, 0, :2] = 0.5
+  a[0, 1, 3] = 1
+  a[1, 2, 1:] = 1 / 3  # rows [0, 2], [1, 0] and [1, 1] are not aligned
+  terms = []
+  for b, i in [(0, 0), (0, 1), (1, 2)]:
+    target = a[b, i] @ t[b]
+    terms.append(1 - s[b, i] @ target / np.linalg.norm(s[b, i]) / np.linalg.norm(target))
+  np.testing.assert_allclose(T.token_distill_loss(s, t, a), np.mean(terms), rtol=1e-5)
+
+
+def test_distill_with_the_token_term_trains_only_new_rows(tiny):
+  start = T.transfer(tiny, _bpe(), "mean")
+  fresh = T.init_lib.build_plan(tiny.tokenizer, start.tokenizer).fresh()
+  kwargs = dict(trainable=fresh, steps=30, batch_size=8, learning_rate=3e-2, lengths=(32, 64))
+  out, history = T.distill(start, tiny, TEXTS, token_weight=1.0, **kwargs)
+  _, pooled_only = T.distill(start, tiny, TEXTS, **kwargs)
+  assert history[0] > pooled_only[0]  # the token term is added
+  assert np.mean(history[-5:]) < 0.7 * np.mean(history[:5])
+  before, after = T.word_embeddings(start), T.word_embeddings(out)
+  frozen = np.setdiff1d(np.arange(len(before)), fresh)
+  np.testing.assert_array_equal(after[frozen], before[frozen])
+  with pytest.raises(ValueError, match="token_weight >= 0"):
+    T.distill(start, tiny, TEXTS, token_weight=-1.0)
+
+
 def test_cli_writes_a_loadable_model(tiny, tmp_path):
   src = jaxemb.save_pretrained(tiny, tmp_path / "src")
   tok_file = tmp_path / "bpe.json"

@@ -345,17 +345,30 @@ def finetune(model, workdir: str | Path, *, split: str = "test",
           "recall@10": end[f"{split}/recall@10"], "steps": summary["step"]}
 
 
+def distill_buckets(chars: int) -> tuple[int, ...]:
+  """Padded lengths for distilling on texts cut to `chars` characters: up to one token per two
+  characters (code's density under WordPiece), at least 128 so a 300-character cut rarely
+  truncates."""
+  if chars < 1:
+    raise ValueError(f"distillation texts need at least 1 character; got {chars}")
+  return tuple(b for b in (32, 64, 96, 128, 192, 256, 384, 512) if b <= max(128, chars // 2))
+
+
 def experiment(out: str | Path, *, methods: Sequence[str] | None = None, split: str = "test",
                distill_steps: int = 300, distill_batch: int = 32,
-               distill_texts: int = 4000, finetune_methods: Sequence[str] = (),
+               distill_texts: int = 4000, distill_chars: int = 300,
+               distill_lr: float = 1e-3, distill_token_weight: float = 0.0,
+               finetune_methods: Sequence[str] = (),
                hypernet: str | Path | None = None,
                tokenizer_names: Sequence[str] = DEFAULT_TOKENIZERS) -> list[dict]:
   """Trains the tokenizers `tokenizer_names` (keys of TOKENIZERS) on the train split, transfers
   MiniLM with every method to each, and writes one JSON line per (tokenizer, method) to
   `out/results.jsonl` as each finishes (a rerun skips the pairs already there). `distill`
-  trains on `distill_texts` train texts cut to 300 characters (the source's embeddings of them
-  are cached in `out`); `zett` (run only when `hypernet`, the export of a
-  configs/zett_minilm.py run, is given) predicts every row.
+  trains on `distill_texts` train texts cut to `distill_chars` characters at Adam learning rate
+  `distill_lr`, with `distill_token_weight` on the token-level term (`transfer.distill`; the
+  source's pooled embeddings of the cut texts are cached in `out`); `zett` (run
+  only when `hypernet`, the export of a configs/zett_minilm.py run, is given) predicts every
+  row.
 
   The models of `finetune_methods` ("-" is the original) are then fine-tuned by `finetune`
   (the default job) under `out/finetune/`, one more line each, method "METHOD + fine-tune"."""
@@ -414,15 +427,19 @@ def experiment(out: str | Path, *, methods: Sequence[str] | None = None, split: 
       if method == "distill":
         # A fixed pool of train texts (queries and code starts) for the teacher, cached.
         pool = np.random.default_rng(0).permutation(len(train_texts))[:distill_texts]
-        cut = [train_texts[i][:300] for i in pool]
-        teacher_file = out / f"teacher_{distill_texts}.npy"
+        cut = [train_texts[i][:distill_chars] for i in pool]
+        teacher_file = out / f"teacher_{distill_texts}_{distill_chars}.npy"
         if teacher is None and teacher_file.exists():
           teacher = np.load(teacher_file)
         if teacher is None:
           teacher = jaxemb.encode(source, cut, normalize=False, show_progress=False)
           np.save(teacher_file, teacher)
         options = {"distill_options": {"steps": distill_steps, "batch_size": distill_batch,
-                                       "teacher": teacher, "max_chars": 300, "log_every": 50}}
+                                       "teacher": teacher, "max_chars": distill_chars,
+                                       "learning_rate": distill_lr,
+                                       "token_weight": distill_token_weight,
+                                       "lengths": distill_buckets(distill_chars),
+                                       "log_every": 50}}
       if method == "zett":
         options = {"hypernet": hypernet}
       texts = cut if method == "distill" else train_texts
@@ -459,6 +476,11 @@ def main(argv: list[str] | None = None) -> None:
   parser.add_argument("--split", default="test")
   parser.add_argument("--distill-steps", type=int, default=300)
   parser.add_argument("--distill-texts", type=int, default=4000)
+  parser.add_argument("--distill-chars", type=int, default=300,
+                      help="distill: each train text cut to this many characters")
+  parser.add_argument("--distill-lr", type=float, default=1e-3, help="distill: Adam's rate")
+  parser.add_argument("--distill-token-weight", type=float, default=0.0,
+                      help="distill: weight of the token-level term (0 = pooled embeddings only)")
   parser.add_argument("--finetune", default="",
                       help="comma-separated methods ('-' = the original) whose models are then "
                            "fine-tuned with the default job (configs/codesearch_minilm.py)")
@@ -470,7 +492,9 @@ def main(argv: list[str] | None = None) -> None:
   names = lambda arg: [name for name in arg.split(",") if name]  # noqa: E731
   rows = experiment(args.out, methods=names(args.methods) or None,
                     split=args.split, distill_steps=args.distill_steps,
-                    distill_texts=args.distill_texts, finetune_methods=names(args.finetune),
+                    distill_texts=args.distill_texts, distill_chars=args.distill_chars,
+                    distill_lr=args.distill_lr, distill_token_weight=args.distill_token_weight,
+                    finetune_methods=names(args.finetune),
                     hypernet=args.hypernet, tokenizer_names=names(args.tokenizers))
   print(table(rows))
 

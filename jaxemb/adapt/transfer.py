@@ -238,11 +238,61 @@ def get_word_table(params: dict) -> jax.Array:
   return node
 
 
+def encoder_outputs(graph, params, ids, mask) -> tuple[jax.Array, jax.Array]:
+  """Token states [B, L, D] and pooled (not normalised) embeddings [B, D] of a split
+  SentenceEmbedder, float32."""
+  module = functional.merge(graph, params)
+  states = module.encoder(ids, mask, deterministic=True).last_hidden_state
+  return states.astype(jnp.float32), module.pooler(states, mask, None).astype(jnp.float32)
+
+
 def pooled_embeddings(graph, params, ids, mask):
   """Pooled (not normalised) embeddings of a split SentenceEmbedder, float32 [B, D]."""
-  module = functional.merge(graph, params)
-  out = module.encoder(ids, mask, deterministic=True)
-  return module.pooler(out.last_hidden_state, mask, None).astype(jnp.float32)
+  return encoder_outputs(graph, params, ids, mask)[1]
+
+
+def token_alignment(student: tuple[Sequence[tuple[int, int]], Sequence[int]],
+                    teacher: tuple[Sequence[tuple[int, int]], Sequence[int]],
+                    shape: tuple[int, int]) -> np.ndarray:
+  """Which teacher tokens each student token stands for, as averaging weights [Ls, Lt].
+
+  `student` and `teacher` are one text's (character offsets, special-tokens mask) under each
+  tokenizer. Row i averages the teacher tokens whose spans exactly tile student token i's span
+  (a merged token such as "isinstance" = is ##ins ##tance); the k-th special token of each side
+  pair up ([CLS] with [CLS]); a student token that no teacher tokens tile (the boundaries
+  differ) has a zero row. Tokens past `shape` (truncated away) are left out.
+  """
+  (s_offsets, s_special), (t_offsets, t_special) = student, teacher
+  ls, lt = min(shape[0], len(s_offsets)), min(shape[1], len(t_offsets))
+  out = np.zeros(shape, np.float32)
+  starts, ends = {}, {}
+  for j in range(lt):
+    if not t_special[j]:
+      starts.setdefault(t_offsets[j][0], j)
+      ends[t_offsets[j][1]] = j
+  for i in range(ls):
+    if s_special[i]:
+      continue
+    a, b = s_offsets[i]
+    j0, j1 = starts.get(a), ends.get(b)
+    if j0 is not None and j1 is not None and j0 <= j1 and not any(t_special[j0:j1 + 1]):
+      out[i, j0:j1 + 1] = 1.0 / (j1 - j0 + 1)
+  s_specials = [i for i in range(ls) if s_special[i]]
+  t_specials = [j for j in range(lt) if t_special[j]]
+  if len(s_specials) == len(t_specials):
+    out[s_specials, t_specials] = 1.0
+  return out
+
+
+def token_distill_loss(student: jax.Array, teacher: jax.Array, alignment: jax.Array) -> jax.Array:
+  """Mean over aligned student tokens of 1 - cos(student state, the average of the teacher
+  states it stands for): `student` [B, Ls, D], `teacher` [B, Lt, D], `alignment` [B, Ls, Lt]
+  (rows of `token_alignment`; zero rows are left out)."""
+  target = jnp.einsum("bst,btd->bsd", alignment, teacher)
+  s = student / jnp.maximum(jnp.linalg.norm(student, axis=-1, keepdims=True), 1e-12)
+  t = target / jnp.maximum(jnp.linalg.norm(target, axis=-1, keepdims=True), 1e-12)
+  aligned = (jnp.sum(alignment, axis=-1) > 0).astype(jnp.float32)
+  return jnp.sum((1.0 - jnp.sum(s * t, axis=-1)) * aligned) / jnp.maximum(jnp.sum(aligned), 1.0)
 
 
 def distill_loss(student: jax.Array, teacher: jax.Array, kind: str = "cosine") -> jax.Array:
@@ -260,7 +310,7 @@ def distill(model: EmbeddingModel, source: EmbeddingModel, texts: Sequence[str],
             trainable: np.ndarray | None = None, steps: int = 200, batch_size: int = 32,
             learning_rate: float = 1e-3, loss: str = "cosine", max_chars: int | None = 400,
             lengths: tuple[int, ...] = (32, 64, 96, 128), seed: int = 0,
-            teacher: np.ndarray | None = None,
+            teacher: np.ndarray | None = None, token_weight: float = 0.0,
             log_every: int = 0) -> tuple[EmbeddingModel, list[float]]:
   """Trains `model`'s token embedding rows `trainable` so its pooled embeddings match `source`'s.
 
@@ -272,13 +322,16 @@ def distill(model: EmbeddingModel, source: EmbeddingModel, texts: Sequence[str],
     trainable: target ids to train (default: every row).
     teacher: the source's pooled (unnormalised) embeddings of the cut texts, if already known.
     lengths: padded lengths of the student's batches (the last one truncates).
+    token_weight: weight of a second, token-level term (`token_distill_loss`): each student
+      token's last hidden state against the average of the source's states over the source
+      tokens it stands for (`token_alignment`), the source run on each batch. 0 = pooled only.
 
   Returns:
     (the distilled model, the loss of each step).
   """
-  if steps < 0 or batch_size < 1 or learning_rate <= 0:
-    raise ValueError(f"need steps >= 0, batch_size >= 1, learning_rate > 0; got {steps}, "
-                     f"{batch_size}, {learning_rate}")
+  if steps < 0 or batch_size < 1 or learning_rate <= 0 or token_weight < 0:
+    raise ValueError(f"need steps >= 0, batch_size >= 1, learning_rate > 0, token_weight >= 0; "
+                     f"got {steps}, {batch_size}, {learning_rate}, {token_weight}")
   distill_loss(jnp.zeros((1, 1)), jnp.zeros((1, 1)), loss)  # validates `loss`
   texts = [t[:max_chars] if max_chars else t for t in texts]
   if not texts:
@@ -288,10 +341,21 @@ def distill(model: EmbeddingModel, source: EmbeddingModel, texts: Sequence[str],
   teacher = np.asarray(teacher, np.float32)
   if teacher.shape[0] != len(texts):
     raise ValueError(f"teacher has {teacher.shape[0]} rows for {len(texts)} texts")
-  tok = tokenizers.Tokenizer.from_str(model.tokenizer.to_str())
-  tok.no_padding()
-  tok.enable_truncation(max_length=min(lengths[-1], model.max_seq_length))
-  ids = [e.ids for e in tok.encode_batch(list(texts))]
+
+  def encodings(m, max_length):
+    tok = tokenizers.Tokenizer.from_str(m.tokenizer.to_str())
+    tok.no_padding()
+    tok.enable_truncation(max_length=max_length)
+    return tok.encode_batch(list(texts))
+
+  student_enc = encodings(model, min(lengths[-1], model.max_seq_length))
+  ids = [e.ids for e in student_enc]
+  source_params = None  # the source runs on each batch only for the token-level term
+  if token_weight:
+    source_graph, source_params = functional.split(source.module)
+    source_lengths = tuple(b for b in (32, 64, 96, 128, 192, 256, 384, 512)
+                           if b < source.max_seq_length) + (source.max_seq_length,)
+    source_enc = encodings(source, source.max_seq_length)
 
   graph, params = functional.split(model.module)
   table = get_word_table(params)
@@ -302,10 +366,17 @@ def distill(model: EmbeddingModel, source: EmbeddingModel, texts: Sequence[str],
   opt_state = tx.init(table)
 
   @jax.jit
-  def step(params, table, opt_state, batch_ids, batch_mask, target):
+  def step(params, table, opt_state, batch_ids, batch_mask, target, source_params, token_batch):
+    if token_batch is not None:
+      source_ids, source_mask, alignment = token_batch
+      source_states, _ = encoder_outputs(source_graph, source_params, source_ids, source_mask)
+
     def f(t):
-      return distill_loss(pooled_embeddings(graph, set_word_table(params, t), batch_ids, batch_mask), target,
-                          loss)
+      states, pooled = encoder_outputs(graph, set_word_table(params, t), batch_ids, batch_mask)
+      value = distill_loss(pooled, target, loss)
+      if token_batch is not None:
+        value = value + token_weight * token_distill_loss(states, source_states, alignment)
+      return value
     value, grad = jax.value_and_grad(f)(table)
     updates, opt_state = tx.update(grad * mask, opt_state, table)
     return optax.apply_updates(table, updates * mask), opt_state, value
@@ -317,8 +388,17 @@ def distill(model: EmbeddingModel, source: EmbeddingModel, texts: Sequence[str],
   for i in range(steps):
     rows = rng.integers(0, len(texts), size=batch_size)
     batch_ids, batch_mask = pad_to_bucket([ids[r] for r in rows], lengths, pad_id)
+    token_batch = None
+    if token_weight:
+      source_ids, source_mask = pad_to_bucket([source_enc[r].ids for r in rows], source_lengths,
+                                              source.pad_token_id)
+      shape = (batch_ids.shape[1], source_ids.shape[1])
+      alignment = np.stack([token_alignment(
+          (student_enc[r].offsets, student_enc[r].special_tokens_mask),
+          (source_enc[r].offsets, source_enc[r].special_tokens_mask), shape) for r in rows])
+      token_batch = (source_ids, source_mask, alignment)
     table, opt_state, value = step(params, table, opt_state, batch_ids, batch_mask,
-                                   teacher[rows])
+                                   teacher[rows], source_params, token_batch)
     history.append(float(value))
     if log_every and (i + 1) % log_every == 0:
       print(f"distill step {i + 1}/{steps} loss {np.mean(history[-log_every:]):.4f} "
