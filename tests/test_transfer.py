@@ -230,10 +230,11 @@ def test_cli_writes_a_loadable_model(tiny, tmp_path):
   texts.write_text("\n".join(TEXTS))
   parser = argparse.ArgumentParser()
   T.add_transfer_parser(parser.add_subparsers())
-  for method in ("mean", "focus"):
+  for method, extra in (("mean", []), ("focus", []),
+                        ("distill", ["--steps", "2", "--token-weight", "0.5"])):
     args = parser.parse_args(["transfer", "--model", str(src), "--tokenizer", str(tok_file),
                               "--method", method, "--texts", str(texts),
-                              "--out", str(tmp_path / method)])
+                              "--out", str(tmp_path / method), *extra])
     args.func(args)
     again = jaxemb.load_pretrained(tmp_path / method)
     assert again.tokenizer.encode("hello").tokens[0] == "[CLS]"

@@ -517,6 +517,8 @@ def add_transfer_parser(subparsers) -> argparse.ArgumentParser:
                  help="training texts for focus/distill: a UTF-8 file, one text per line, or "
                       "TASK:SPLIT of the code-search corpus (queries and code)")
   p.add_argument("--steps", type=int, default=200, help="distill: optimisation steps")
+  p.add_argument("--token-weight", type=float, default=0.0,
+                 help="distill: weight of the token-level term (0 = pooled embeddings only)")
   p.add_argument("--hypernet", default=None,
                  help="zett: the hypernetwork directory a zett run exported (WORKDIR/export)")
   p.add_argument("--seed", type=int, default=0)
@@ -539,6 +541,6 @@ def transfer_main(args: argparse.Namespace) -> None:
   model = load_pretrained(args.model)
   texts = _read_texts(args.texts) if args.method in ("focus", "distill") else None
   new = transfer(model, args.tokenizer, args.method, texts=texts, seed=args.seed,
-                 pad_token=args.pad_token, distill_options={"steps": args.steps},
-                 hypernet=args.hypernet)
+                 pad_token=args.pad_token, hypernet=args.hypernet,
+                 distill_options={"steps": args.steps, "token_weight": args.token_weight})
   print(save_pretrained(new, args.out))
