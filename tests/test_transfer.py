@@ -173,6 +173,14 @@ def test_distill_trains_only_new_rows_and_lowers_the_loss(tiny):
   assert gap(out) < gap(start)
 
 
+def test_distill_buckets_cover_the_cut_at_two_characters_a_token():
+  assert T.distill_buckets(300) == (32, 64, 96, 128)  # the default cut: as before
+  assert T.distill_buckets(1000) == (32, 64, 96, 128, 192, 256, 384)
+  assert T.distill_buckets(5000)[-1] == 512
+  with pytest.raises(ValueError, match="got 0"):
+    T.distill_buckets(0)
+
+
 def test_token_alignment_by_hand():
   # "isinstance(abc": the source cuts is ##ins ##tance ( a ##bc, the new tokenizer
   # isinstance ( ab ##c; "ab" and "##c" straddle the source's a | ##bc boundary.

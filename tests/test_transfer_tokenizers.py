@@ -172,10 +172,3 @@ def test_expand_wordpiece_refuses_bad_input():
   with pytest.raises(ValueError, match="pre-tokenizer is 'Whitespace'"):
     TT.expand_wordpiece(whitespace, CODE)
 
-
-def test_distill_buckets_cover_the_cut_at_two_characters_a_token():
-  assert TT.distill_buckets(300) == (32, 64, 96, 128)  # the default cut: as before
-  assert TT.distill_buckets(1000) == (32, 64, 96, 128, 192, 256, 384)
-  assert TT.distill_buckets(5000)[-1] == 512
-  with pytest.raises(ValueError, match="got 0"):
-    TT.distill_buckets(0)

@@ -345,15 +345,6 @@ def finetune(model, workdir: str | Path, *, split: str = "test",
           "recall@10": end[f"{split}/recall@10"], "steps": summary["step"]}
 
 
-def distill_buckets(chars: int) -> tuple[int, ...]:
-  """Padded lengths for distilling on texts cut to `chars` characters: up to one token per two
-  characters (code's density under WordPiece), at least 128 so a 300-character cut rarely
-  truncates."""
-  if chars < 1:
-    raise ValueError(f"distillation texts need at least 1 character; got {chars}")
-  return tuple(b for b in (32, 64, 96, 128, 192, 256, 384, 512) if b <= max(128, chars // 2))
-
-
 def experiment(out: str | Path, *, methods: Sequence[str] | None = None, split: str = "test",
                distill_steps: int = 300, distill_batch: int = 32,
                distill_texts: int = 4000, distill_chars: int = 300,
@@ -438,7 +429,7 @@ def experiment(out: str | Path, *, methods: Sequence[str] | None = None, split: 
                                        "teacher": teacher, "max_chars": distill_chars,
                                        "learning_rate": distill_lr,
                                        "token_weight": distill_token_weight,
-                                       "lengths": distill_buckets(distill_chars),
+                                       "lengths": transfer_lib.distill_buckets(distill_chars),
                                        "log_every": 50}}
       if method == "zett":
         options = {"hypernet": hypernet}

@@ -306,6 +306,19 @@ def distill_loss(student: jax.Array, teacher: jax.Array, kind: str = "cosine") -
   raise ValueError(f"distillation loss {kind!r} is not one of ('cosine', 'mse')")
 
 
+# Padded lengths of distillation batches: coarse, since every shape compiles a backward pass.
+_DISTILL_LADDER = (32, 64, 96, 128, 192, 256, 384, 512)
+
+
+def distill_buckets(chars: int) -> tuple[int, ...]:
+  """Padded lengths for distilling on texts cut to `chars` characters: up to one token per two
+  characters (code's density under WordPiece), at least 128 so a 300-character cut rarely
+  truncates."""
+  if chars < 1:
+    raise ValueError(f"distillation texts need at least 1 character; got {chars}")
+  return tuple(b for b in _DISTILL_LADDER if b <= max(128, chars // 2))
+
+
 def distill(model: EmbeddingModel, source: EmbeddingModel, texts: Sequence[str], *,
             trainable: np.ndarray | None = None, steps: int = 200, batch_size: int = 32,
             learning_rate: float = 1e-3, loss: str = "cosine", max_chars: int | None = 400,
@@ -353,7 +366,7 @@ def distill(model: EmbeddingModel, source: EmbeddingModel, texts: Sequence[str],
   source_params = None  # the source runs on each batch only for the token-level term
   if token_weight:
     source_graph, source_params = functional.split(source.module)
-    source_lengths = tuple(b for b in (32, 64, 96, 128, 192, 256, 384, 512)
+    source_lengths = tuple(b for b in _DISTILL_LADDER
                            if b < source.max_seq_length) + (source.max_seq_length,)
     source_enc = encodings(source, source.max_seq_length)
 
