@@ -172,3 +172,15 @@ def test_expand_wordpiece_refuses_bad_input():
   with pytest.raises(ValueError, match="pre-tokenizer is 'Whitespace'"):
     TT.expand_wordpiece(whitespace, CODE)
 
+
+
+def test_every_named_tokenizer_builds_and_spells_code():
+  src = tiny_tokenizer()
+  for name, build in TT.TOKENIZERS.items():
+    tok = build(CODE, src)
+    assert tok.get_vocab_size(True) > 0, name
+    assert tok.encode("def add(a, b):").ids, name
+  # Words and runs seen once are added, names are not.
+  once = TT.TOKENIZERS["wordpiece_expanded_16k_words_punctuation_once"](["hello is_ok!!"], src)
+  added = set(once.get_vocab()) - set(src.get_vocab())
+  assert added == {"hello", "!!"}

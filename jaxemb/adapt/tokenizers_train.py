@@ -310,6 +310,9 @@ TOKENIZERS = {
     **{"wordpiece_expanded_16k_" + "_".join(kinds):
        (lambda texts, source, kinds=kinds: expand_wordpiece(source, texts, 16000, kinds=kinds))
        for kinds in itertools.chain(*(itertools.combinations(EXPANSION_KINDS, n) for n in (1, 2)))},
+    # Without names (many tokens, few saved) but with words and runs seen once.
+    "wordpiece_expanded_16k_words_punctuation_once": lambda texts, source: expand_wordpiece(
+        source, texts, 16000, kinds=("words", "punctuation"), min_frequency=1),
 }
 DEFAULT_TOKENIZERS = ("code_bpe_16k", "unigram_8k")
 
