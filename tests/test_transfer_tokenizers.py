@@ -173,7 +173,6 @@ def test_expand_wordpiece_refuses_bad_input():
     TT.expand_wordpiece(whitespace, CODE)
 
 
-
 def test_every_named_tokenizer_builds_and_spells_code():
   src = tiny_tokenizer()
   for name, build in TT.TOKENIZERS.items():

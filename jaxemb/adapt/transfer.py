@@ -36,6 +36,7 @@ from jaxemb.adapt import init as init_lib
 from jaxemb.encoding import encode, pad_to_bucket
 from jaxemb.model import EmbeddingModel
 from jaxemb.nn import layers
+from jaxemb.nn.embedder import l2_normalize
 
 METHODS = init_lib.METHODS + ("distill", "zett")
 _PAD_NAMES = init_lib._ROLES["pad"]
@@ -289,8 +290,7 @@ def token_distill_loss(student: jax.Array, teacher: jax.Array, alignment: jax.Ar
   states it stands for): `student` [B, Ls, D], `teacher` [B, Lt, D], `alignment` [B, Ls, Lt]
   (rows of `token_alignment`; zero rows are left out)."""
   target = jnp.einsum("bst,btd->bsd", alignment, teacher)
-  s = student / jnp.maximum(jnp.linalg.norm(student, axis=-1, keepdims=True), 1e-12)
-  t = target / jnp.maximum(jnp.linalg.norm(target, axis=-1, keepdims=True), 1e-12)
+  s, t = l2_normalize(student), l2_normalize(target)
   aligned = (jnp.sum(alignment, axis=-1) > 0).astype(jnp.float32)
   return jnp.sum((1.0 - jnp.sum(s * t, axis=-1)) * aligned) / jnp.maximum(jnp.sum(aligned), 1.0)
 
@@ -298,8 +298,7 @@ def token_distill_loss(student: jax.Array, teacher: jax.Array, alignment: jax.Ar
 def distill_loss(student: jax.Array, teacher: jax.Array, kind: str = "cosine") -> jax.Array:
   """Mean over rows of 1 - cos(student, teacher) ("cosine") or of ||s - t||² / D ("mse")."""
   if kind == "cosine":
-    s = student / jnp.maximum(jnp.linalg.norm(student, axis=-1, keepdims=True), 1e-12)
-    t = teacher / jnp.maximum(jnp.linalg.norm(teacher, axis=-1, keepdims=True), 1e-12)
+    s, t = l2_normalize(student), l2_normalize(teacher)
     return jnp.mean(1.0 - jnp.sum(s * t, axis=-1))
   if kind == "mse":
     return jnp.mean(jnp.square(student - teacher))
