@@ -107,12 +107,11 @@ def load_split(data_config: Mapping[str, Any], split: str) -> dict[str, np.ndarr
 
 def _read_split(name: str, spec: ctr_data.CTRSpec, data_dir: str,
                 split: str) -> dict[str, np.ndarray]:
-  from jaxemb.data.builders import synthetic_ctr
+  from jaxemb.data.builders import prepare, synthetic_ctr
   config = (synthetic_ctr.CONFIGS[name] if name in synthetic_ctr.CONFIGS
             else synthetic_ctr.make_config(name, **dataclasses.asdict(spec)))
-  builder = synthetic_ctr.SyntheticCtr(config=config, data_dir=data_dir,
-                                       file_format="array_record")
-  builder.download_and_prepare()
+  builder = prepare(synthetic_ctr.SyntheticCtr(config=config, data_dir=data_dir,
+                                               file_format="array_record"))
   src = builder.as_data_source(split)
   rows = []
   for lo in range(0, len(src), 8192):

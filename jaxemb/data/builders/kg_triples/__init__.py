@@ -13,16 +13,12 @@ from __future__ import annotations
 import os
 
 from jaxemb.data.builders.kg_triples import parse
+from jaxemb.data.builders import default_data_dir, prepare
 from jaxemb.data.builders.kg_triples.kg_triples_dataset_builder import (
     DATA_DIR, TFDS_SPLITS, VENDORED, KgTriples, KgTriplesConfig, directory_config)
 
 __all__ = ["DATA_DIR", "TFDS_SPLITS", "VENDORED", "KgTriples", "KgTriplesConfig", "builder",
            "default_data_dir", "directory_config", "parse"]
-
-
-def default_data_dir() -> str:
-  """`$JAXEMB_DATA_DIR` if set, else `~/.cache/jaxemb/tfds`."""
-  return os.environ.get("JAXEMB_DATA_DIR") or os.path.expanduser("~/.cache/jaxemb/tfds")
 
 
 def builder(name_or_directory: str, data_dir: str | None = None) -> KgTriples:
@@ -34,7 +30,5 @@ def builder(name_or_directory: str, data_dir: str | None = None) -> KgTriples:
   else:
     raise ValueError(f"unknown graph {name_or_directory!r}: expected one of {VENDORED} or a "
                      f"directory holding train.txt, valid.txt, test.txt")
-  b = KgTriples(config=config, data_dir=data_dir or default_data_dir(),
-                file_format="array_record")
-  b.download_and_prepare()  # no-op once built
-  return b
+  return prepare(KgTriples(config=config, data_dir=data_dir or default_data_dir(),
+                           file_format="array_record"))

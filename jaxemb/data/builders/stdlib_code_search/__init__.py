@@ -10,12 +10,12 @@ The data directory defaults to `$JAXEMB_DATA_DIR`, else `~/.cache/jaxemb/tfds`.
 
 from __future__ import annotations
 
-import os
 from collections.abc import Mapping, Sequence
 from typing import Any
 
 # The `extract` function is deliberately not re-exported: it would shadow the
 # `extract` submodule that the builder imports.
+from jaxemb.data.builders import default_data_dir, prepare
 from jaxemb.data.builders.stdlib_code_search import extract
 from jaxemb.data.builders.stdlib_code_search.extract import (
     SPLITS, TEST_PACKAGES, extract_examples, split_of)
@@ -29,18 +29,10 @@ __all__ = [
 ]
 
 
-def default_data_dir() -> str:
-  """`$JAXEMB_DATA_DIR` if set, else `~/.cache/jaxemb/tfds`."""
-  return os.environ.get("JAXEMB_DATA_DIR") or os.path.expanduser(
-      "~/.cache/jaxemb/tfds")
-
-
 def builder(data_dir: str | None = None) -> StdlibCodeSearch:
   """The prepared (built on first use) array_record builder for this interpreter."""
-  b = StdlibCodeSearch(data_dir=data_dir or default_data_dir(),
-                       file_format="array_record")
-  b.download_and_prepare()  # no-op once the dataset directory exists
-  return b
+  return prepare(StdlibCodeSearch(data_dir=data_dir or default_data_dir(),
+                                  file_format="array_record"))
 
 
 def load(split: str, data_dir: str | None = None) -> Sequence[Mapping[str, Any]]:

@@ -12,7 +12,8 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from jaxemb.data.builders.stdlib_code_search import decode, default_data_dir
+from jaxemb.data.builders import default_data_dir, prepare
+from jaxemb.data.builders.stdlib_code_search import decode
 from jaxemb.data.builders.stdlib_modules import extract
 from jaxemb.data.builders.stdlib_modules.extract import SPLITS
 from jaxemb.data.builders.stdlib_modules.stdlib_modules_dataset_builder import StdlibModules
@@ -22,9 +23,8 @@ __all__ = ["SPLITS", "StdlibModules", "builder", "decode", "extract", "load"]
 
 def builder(data_dir: str | None = None) -> StdlibModules:
   """The prepared (built on first use) array_record builder for this interpreter."""
-  b = StdlibModules(data_dir=data_dir or default_data_dir(), file_format="array_record")
-  b.download_and_prepare()  # no-op once the dataset directory exists
-  return b
+  return prepare(StdlibModules(data_dir=data_dir or default_data_dir(),
+                               file_format="array_record"))
 
 
 def load(split: str, data_dir: str | None = None) -> Sequence[Mapping[str, Any]]:

@@ -10,22 +10,17 @@ The data directory defaults to `$JAXEMB_DATA_DIR`, else `~/.cache/jaxemb/tfds`.
 
 from __future__ import annotations
 
-import os
 from collections.abc import Mapping, Sequence
 from typing import Any
 
 from jaxemb.data import ctr
+from jaxemb.data.builders import default_data_dir, prepare
 from jaxemb.data.builders.synthetic_ctr.synthetic_ctr_dataset_builder import (
     CONFIGS, SyntheticCtr, SyntheticCTRConfig, make_config)
 
 __all__ = ["CONFIGS", "SyntheticCtr", "SyntheticCTRConfig", "builder", "load", "make_config",
            "spec"]
 SPLITS = ("train", "validation", "test")
-
-
-def default_data_dir() -> str:
-  """`$JAXEMB_DATA_DIR` if set, else `~/.cache/jaxemb/tfds`."""
-  return os.environ.get("JAXEMB_DATA_DIR") or os.path.expanduser("~/.cache/jaxemb/tfds")
 
 
 def spec(config: str) -> ctr.CTRSpec:
@@ -38,10 +33,8 @@ def spec(config: str) -> ctr.CTRSpec:
 def builder(config: str = "ci", data_dir: str | None = None) -> SyntheticCtr:
   """The prepared (built on first use) array_record builder of `config`."""
   spec(config)
-  b = SyntheticCtr(config=config, data_dir=data_dir or default_data_dir(),
-                   file_format="array_record")
-  b.download_and_prepare()
-  return b
+  return prepare(SyntheticCtr(config=config, data_dir=data_dir or default_data_dir(),
+                              file_format="array_record"))
 
 
 def load(split: str, config: str = "ci", data_dir: str | None = None

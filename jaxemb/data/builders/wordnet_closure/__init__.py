@@ -10,13 +10,13 @@ The data directory defaults to `$JAXEMB_DATA_DIR`, else `~/.cache/jaxemb/tfds`.
 
 from __future__ import annotations
 
-import os
 from collections.abc import Mapping, Sequence
 from typing import Any
 
 import numpy as np
 
 from jaxemb.data import hierarchy
+from jaxemb.data.builders import default_data_dir, prepare
 from jaxemb.data.builders.wordnet_closure.wordnet_closure_dataset_builder import (
     WordnetClosure, WordnetClosureConfig, wordnet_dir)
 
@@ -26,18 +26,12 @@ __all__ = ["CONFIGS", "WordnetClosure", "WordnetClosureConfig", "builder", "grap
            "wordnet_dir"]
 
 
-def _data_dir(data_dir: str | None) -> str:
-  return data_dir or os.environ.get("JAXEMB_DATA_DIR") or os.path.expanduser(
-      "~/.cache/jaxemb/tfds")
-
-
 def builder(config: str = "mammals", data_dir: str | None = None) -> WordnetClosure:
   """The prepared (built on first use) array_record builder of `config`."""
   if config not in CONFIGS:
     raise ValueError(f"wordnet_closure config must be one of {CONFIGS}, got {config!r}")
-  b = WordnetClosure(config=config, data_dir=_data_dir(data_dir), file_format="array_record")
-  b.download_and_prepare()
-  return b
+  return prepare(WordnetClosure(config=config, data_dir=data_dir or default_data_dir(),
+                                file_format="array_record"))
 
 
 def load(config: str = "mammals", data_dir: str | None = None) -> Sequence[Mapping[str, Any]]:
