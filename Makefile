@@ -50,9 +50,15 @@ run: install
 	$(PY) -m jaxemb.cli train --config configs/codesearch_minilm.py --workdir runs/codesearch_minilm
 
 # The suite in jaxemb's own environment (torch-free), then the MTEB client's tests in the
-# reference environment, where mteb (and torch) are installed as the [mteb] extra.
-test: install reference
-	$(PY) -m pytest -q
+# reference environment, where mteb (and torch) are installed as the [mteb] extra. Test files
+# are shared out over TEST_WORKERS processes (pytest-xdist; a file stays in one process, so its
+# module fixtures are built once): most of a test's time is XLA compiling, which is
+# single-threaded, so one process leaves a core idle. TEST_WORKERS=0 runs in this process.
+# The two environments install side by side (a fresh machine spends minutes in pip).
+TEST_WORKERS ?= 2
+test:
+	$(MAKE) -j2 install reference
+	$(PY) -m pytest -q -n $(TEST_WORKERS) --dist loadfile
 	$(REF_PY) -m pytest -q -p no:cacheprovider tests/test_mteb.py
 
 benchmark: install reference
