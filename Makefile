@@ -52,8 +52,8 @@ run: install
 # The suite in jaxemb's own environment (torch-free), then the MTEB client's tests in the
 # reference environment, where mteb (and torch) are installed as the [mteb] extra. Test files
 # are shared out over TEST_WORKERS processes (pytest-xdist; a file stays in one process, so its
-# module fixtures are built once): most of a test's time is XLA compiling, which is
-# single-threaded, so one process leaves a core idle. TEST_WORKERS=0 runs in this process.
+# module fixtures are built once): one process leaves part of two cores idle (four of the
+# slowest files: 504 s alone, 378 s over two workers). TEST_WORKERS=0 runs in this process.
 # The two environments install side by side (a fresh machine spends minutes in pip).
 TEST_WORKERS ?= 2
 test:

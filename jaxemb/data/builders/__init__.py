@@ -41,4 +41,3 @@ def prepare(builder: Builder) -> Builder:
     finally:
       fcntl.flock(lock, fcntl.LOCK_UN)
   return builder
-

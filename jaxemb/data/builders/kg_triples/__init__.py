@@ -12,8 +12,8 @@ from __future__ import annotations
 
 import os
 
-from jaxemb.data.builders.kg_triples import parse
 from jaxemb.data.builders import default_data_dir, prepare
+from jaxemb.data.builders.kg_triples import parse
 from jaxemb.data.builders.kg_triples.kg_triples_dataset_builder import (
     DATA_DIR, TFDS_SPLITS, VENDORED, KgTriples, KgTriplesConfig, directory_config)
 
