@@ -31,13 +31,10 @@ def prepare(builder: Builder) -> Builder:
   root = os.fspath(builder.data_dir_root)  # type: ignore[attr-defined]
   os.makedirs(root, exist_ok=True)
   lock_path = os.path.join(root, f".{builder.name}.lock")  # type: ignore[attr-defined]
-  with open(lock_path, "a") as lock:
+  with open(lock_path, "a") as lock:  # closing the file releases the lock, also on an error
     fcntl.flock(lock, fcntl.LOCK_EX)
-    try:
-      builder.download_and_prepare()  # type: ignore[attr-defined]  # no-op once built
-      if not builder.info.splits:  # type: ignore[attr-defined]
-        # made before another process finished building: TFDS read no metadata then
-        builder.info.read_from_directory(builder.data_dir)  # type: ignore[attr-defined]
-    finally:
-      fcntl.flock(lock, fcntl.LOCK_UN)
+    builder.download_and_prepare()  # type: ignore[attr-defined]  # no-op once built
+    if not builder.info.splits:  # type: ignore[attr-defined]
+      # made before another process finished building: TFDS read no metadata then
+      builder.info.read_from_directory(builder.data_dir)  # type: ignore[attr-defined]
   return builder
