@@ -7,6 +7,20 @@ if _flag not in os.environ.get("XLA_FLAGS", ""):
   os.environ["XLA_FLAGS"] = (os.environ.get("XLA_FLAGS", "") + " " + _flag).strip()
 os.environ.setdefault("JAX_PLATFORMS", "cpu")
 
+# One persistent compilation cache for the whole run: many test files compile the same programs
+# (all-MiniLM-L6-v2's train step and evaluation buckets at the runlocal shapes), and a compile
+# of the 6-layer model costs seconds on CPU. Set before jax is imported, in the process that
+# creates it, so pytest-xdist's workers and the subprocesses tests start inherit the one
+# directory; removed when that process exits. A reader meeting an entry still being written
+# gets a warning from JAX and compiles instead. Tests that need their own cache (cold starts,
+# reruns) still set one (`persistent_compile_cache`).
+if "JAX_COMPILATION_CACHE_DIR" not in os.environ:
+  import atexit
+  import shutil
+  import tempfile
+  os.environ["JAX_COMPILATION_CACHE_DIR"] = tempfile.mkdtemp(prefix="jaxemb-test-xla-")
+  atexit.register(shutil.rmtree, os.environ["JAX_COMPILATION_CACHE_DIR"], True)
+
 import jax  # noqa: E402
 
 assert jax.device_count() == 8, f"expected 8 fake CPU devices, got {jax.device_count()}"
