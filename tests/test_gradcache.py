@@ -10,6 +10,7 @@ from jax.sharding import NamedSharding
 from jax.sharding import PartitionSpec as P
 
 from jaxemb.objectives import chunked_contrastive_value_and_grad
+from jaxemb.objectives import chunked_value_and_grad
 from jaxemb.objectives import compiled_temp_bytes
 from jaxemb.objectives import info_nce
 
@@ -80,6 +81,21 @@ def test_equals_full_batch_value_and_grad(setup, chunk_size):
   )
   _assert_same(result, expected)
   assert any(float(jnp.abs(g).max()) > 1e-3 for g in jax.tree.leaves(result[1]))
+
+
+@pytest.mark.parametrize("chunk_size", [4, 16])
+def test_one_batch_of_both_sides_equals_full_batch(setup, chunk_size):
+  """Queries and documents in one batch (as packed pair rows arrive), split in the loss."""
+  params, q, d, expected = setup
+  both = jax.tree.map(lambda a, b: jnp.concatenate([a, b]), q, d)
+  result = chunked_value_and_grad(embed, params, {"both": both}, chunk_size=2 * chunk_size,
+                                  loss_fn=lambda e: loss_fn(e[:32], e[32:]))
+  _assert_same(result, expected)
+  with pytest.raises(ValueError, match="num_texts has 2 entries for 1 batches"):
+    chunked_value_and_grad(embed, params, {"both": both}, chunk_size=8, num_texts=(64, 64),
+                           loss_fn=loss_fn)
+  with pytest.raises(ValueError, match="at least one batch"):
+    chunked_value_and_grad(embed, params, {}, chunk_size=8, loss_fn=loss_fn)
 
 
 @pytest.mark.parametrize("chunk_size", [4, 8])

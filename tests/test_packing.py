@@ -105,7 +105,7 @@ def test_packed_training_follows_the_padded_run(tmp_path):
   np.testing.assert_allclose(packed, padded, rtol=2e-5)
 
 
-def test_queries_and_documents_share_rows_without_chunks():
+def test_queries_and_documents_share_rows():
   q_ids, q_mask = _padded([3, 5, 2, 4], 8, seed=4)
   d_ids, d_mask = _padded([9, 12, 7, 10], 16, seed=5)
   batch = {"query_ids": q_ids, "query_mask": q_mask, "doc_ids": d_ids, "doc_mask": d_mask,
@@ -117,8 +117,19 @@ def test_queries_and_documents_share_rows_without_chunks():
   np.testing.assert_array_equal(got[:4, :8], q_ids)  # queries first, widened to 16 tokens
   np.testing.assert_array_equal(got[4:], d_ids)
   assert out["pair_packed_ids"].shape[0] == 4  # 52 tokens in 4 rows of 16
+  # GradCache chunks: chunk j of the strided split holds queries j, j + 2 and their documents
   chunked = packing.packed_transform(None, 16, rows_multiple=1, chunks=2)(batch)
-  assert {"query_packed_ids", "query_mask", "doc_unpack"} <= set(chunked)
+  assert sorted(chunked) == sorted(out)
+  chunk_ids = split_strided(jnp.asarray(chunked["pair_packed_ids"]), num_chunks=2)
+  chunk_unpack = split_strided(jnp.asarray(chunked["pair_unpack"]), num_chunks=2)
+  chunk_mask = split_strided(jnp.asarray(chunked["pair_mask"]), num_chunks=2)
+  for j in range(2):
+    flat = np.asarray(chunk_ids[j]).reshape(-1)
+    got = np.where(chunk_mask[j] > 0, flat[np.asarray(chunk_unpack[j])], 0)
+    np.testing.assert_array_equal(got[:2, :8], q_ids[j::2])
+    np.testing.assert_array_equal(got[2:], d_ids[j::2])
+  with pytest.raises(ValueError, match="3 chunks must divide the batch of 4 pairs"):
+    packing.packed_transform(None, 16, chunks=3)(batch)
 
 
 def test_gradcache_over_packed_chunks_follows_the_padded_run(tmp_path):

@@ -95,23 +95,29 @@ def packed_transform(transform: Callable | None, length: int,
                      sides: Sequence[str] = PACKED_SIDES, chunks: int = 1) -> Callable:
   """Wraps a batch transform so the sides' texts arrive packed (see `pack`).
 
-  With `chunks` = 1 and every side present, all sides' texts share the rows (one encoder pass
-  for queries and documents, fewer rows than packing each side alone): `pair_packed_ids`,
-  `pair_segments`, `pair_unpack` and `pair_mask` (`[S * B, L]`, the sides in `sides` order,
-  L their longest padded length) replace `<side>_ids` and `<side>_mask`. Otherwise (GradCache
-  chunks, or a side missing) each side's `<side>_ids` becomes `<side>_packed_ids`,
-  `<side>_segments` and `<side>_unpack`, and `<side>_mask` stays for the poolers.
+  With every side present, all sides' texts share the rows (one encoder pass for queries and
+  documents, fewer rows than packing each side alone, and one row count per batch, so fewer
+  shapes compile): `pair_packed_ids`, `pair_segments`, `pair_unpack` and `pair_mask`
+  (`[S * B, L]`, the sides in `sides` order, L their longest padded length) replace
+  `<side>_ids` and `<side>_mask`. With `chunks` = n (GradCache) each chunk j packs the texts
+  {j, j + n, ...} of every side (n divides B), so chunk j of the strided split holds the same
+  pairs as chunk j of each side's. With a side missing, each side's `<side>_ids` becomes
+  `<side>_packed_ids`, `<side>_segments` and `<side>_unpack`, and `<side>_mask` stays for the
+  poolers.
   """
 
   def with_packing(batch: dict, index: int | None = None) -> dict:
     out = dict(transform(batch, index) if transform is not None else batch)
     present = [side for side in sides if f"{side}_ids" in out]
-    if chunks == 1 and len(present) == len(sides) > 1:
+    if len(present) == len(sides) > 1:
+      b = len(out[f"{sides[0]}_ids"])
+      if b % chunks:
+        raise ValueError(f"{chunks} chunks must divide the batch of {b} pairs")
       width = max(out[f"{side}_ids"].shape[1] for side in sides)
       widen = lambda x: np.pad(x, ((0, 0), (0, width - x.shape[1])))
       ids = np.concatenate([widen(out.pop(f"{side}_ids")) for side in sides])
       mask = np.concatenate([widen(out.pop(f"{side}_mask")) for side in sides])
-      p = pack(ids, mask, length, rows_multiple, pad_id)
+      p = pack(ids, mask, length, rows_multiple, pad_id, chunks)
       out.update({"pair_packed_ids": p["ids"], "pair_segments": p["segments"],
                   "pair_unpack": p["unpack"], "pair_mask": mask})
       return out

@@ -13,11 +13,13 @@ from jaxemb.objectives.contrastive import mse_distillation
 from jaxemb.objectives.contrastive import scale_from_log
 from jaxemb.objectives.contrastive import sigmoid_loss
 from jaxemb.objectives.gradcache import chunked_contrastive_value_and_grad
+from jaxemb.objectives.gradcache import chunked_value_and_grad
 from jaxemb.objectives.gradcache import compiled_temp_bytes
 
 __all__ = [
     "LOSSES",
     "chunked_contrastive_value_and_grad",
+    "chunked_value_and_grad",
     "compiled_temp_bytes",
     "contrastive_logits",
     "cosent",

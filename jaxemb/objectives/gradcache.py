@@ -17,7 +17,7 @@ The result equals `jax.value_and_grad` of the full-batch loss up to float summat
 
 from __future__ import annotations
 
-from typing import Any, Callable
+from typing import Any, Callable, Mapping, Sequence
 
 import jax
 import jax.numpy as jnp
@@ -130,10 +130,36 @@ def chunked_contrastive_value_and_grad(
     `((loss, metrics), grads)` with `grads` shaped like `params` (same dtypes; accumulated in
     at least float32).
   """
+  return chunked_value_and_grad(embed_fn, params, {"query_batch": query_batch,
+                                                   "doc_batch": doc_batch},
+                                loss_fn=loss_fn, chunk_size=chunk_size, num_texts=num_texts)
+
+
+def chunked_value_and_grad(
+    embed_fn: EmbedFn,
+    params: PyTree,
+    batches: Mapping[str, PyTree],
+    *,
+    loss_fn: Callable[..., tuple[jax.Array, dict[str, jax.Array]]],
+    chunk_size: int,
+    num_texts: Sequence[int] | None = None,
+) -> tuple[tuple[jax.Array, dict[str, jax.Array]], PyTree]:
+  """GradCache over any number of batches: `loss_fn(*[embed(b) for b in batches.values()])`.
+
+  `chunked_contrastive_value_and_grad` is the (query, document) case; one batch holding both
+  sides (queries and documents packed into the same rows, split apart inside `loss_fn`) costs
+  one compiled embedding pass instead of two. `batches` maps a name (used in errors) to a
+  pytree; `num_texts` gives each batch's number of texts when its leaves differ in leading
+  size (packed rows). Every batch is cut into `texts // chunk_size` strided chunks.
+  """
   if not isinstance(chunk_size, int) or chunk_size <= 0:
     raise ValueError(f"chunk_size must be a positive int, got {chunk_size!r}")
+  if not batches:
+    raise ValueError("chunked_value_and_grad needs at least one batch")
+  if num_texts is not None and len(num_texts) != len(batches):
+    raise ValueError(f"num_texts has {len(num_texts)} entries for {len(batches)} batches")
   counts = []
-  for i, (name, batch) in enumerate((("query_batch", query_batch), ("doc_batch", doc_batch))):
+  for i, (name, batch) in enumerate(batches.items()):
     size = _batch_size(name, batch) if num_texts is None else int(num_texts[i])
     if size % chunk_size:
       raise ValueError(
@@ -147,21 +173,17 @@ def chunked_contrastive_value_and_grad(
       raise ValueError(f"{name} leaves of shapes {bad} do not split into {n} chunks")
     counts.append(n)
 
-  q_chunks = split_strided(query_batch, num_chunks=counts[0])
-  d_chunks = split_strided(doc_batch, num_chunks=counts[1])
+  chunked = [split_strided(batch, num_chunks=n) for batch, n in zip(batches.values(), counts)]
+  embeddings = [_embed_no_grad(embed_fn, params, chunks) for chunks in chunked]
 
-  q_emb = _embed_no_grad(embed_fn, params, q_chunks)
-  d_emb = _embed_no_grad(embed_fn, params, d_chunks)
-
-  (loss, metrics), (q_grad, d_grad) = jax.value_and_grad(loss_fn, argnums=(0, 1), has_aux=True)(
-      q_emb, d_emb
-  )
+  (loss, metrics), emb_grads = jax.value_and_grad(
+      loss_fn, argnums=tuple(range(len(embeddings))), has_aux=True)(*embeddings)
 
   # Accumulate in >= float32 so bf16 params do not lose the small per-chunk contributions.
   acc_dtype = lambda p: jnp.promote_types(p.dtype, jnp.float32)
   acc = jax.tree.map(lambda p: jnp.zeros(p.shape, acc_dtype(p)), params)
-  acc = _accumulate_param_grads(embed_fn, params, q_chunks, q_grad, counts[0], acc)
-  acc = _accumulate_param_grads(embed_fn, params, d_chunks, d_grad, counts[1], acc)
+  for chunks, emb_grad, n in zip(chunked, emb_grads, counts):
+    acc = _accumulate_param_grads(embed_fn, params, chunks, emb_grad, n, acc)
   grads = jax.tree.map(lambda a, p: a.astype(p.dtype), acc, params)
   return (loss, metrics), grads
 

@@ -7,9 +7,9 @@ Batches hold "query_ids"/"query_mask" and "doc_ids"/"doc_mask" [B, L]; optional
 `optim.trainable=("model/encoder/embeddings/position",)` only the new position rows train).
 With `pack_length=P` the texts arrive packed several to a row of P tokens instead
 (`jaxemb.data.packing`): queries and documents together in "pair_packed_ids", "pair_segments",
-"pair_unpack", "pair_mask" (one encoder pass), or each side apart under GradCache
-("<side>_packed_ids", ... beside "<side>_mask"); the encoder computes no padding and the
-embeddings are those of the padded batch. The loss sees the global batch, so in-batch
+"pair_unpack", "pair_mask" (one encoder pass; under GradCache one per chunk, each chunk's
+pairs packed into its own rows); the encoder computes no padding and the embeddings are those
+of the padded batch. The loss sees the global batch, so in-batch
 negatives cross devices.
 
 Config sections: `model` (pretrained weights or an encoder built from options, pooling,
@@ -336,21 +336,30 @@ class TextPairs(Recipe):
     if "neg_ids" in batch or "doc_positions" in batch:
       raise ValueError("gradcache_chunk does not support hard negatives ('neg_ids') or "
                        "explicit document positions (data.pose_length)")
-    b = batch["query_mask"].shape[0]
+    pair = "pair_packed_ids" in batch
+    b = batch["pair_mask"].shape[0] // 2 if pair else batch["query_mask"].shape[0]
     q_key, d_key = jax.random.split(key)
-    per_example = lambda k: jax.random.key_data(jax.random.split(k, b))
+    per_example = lambda k, n: jax.random.key_data(jax.random.split(k, n))
 
     def embed(model_params, chunk):
       model = graph.merge(model_params)
       nnx.reseed(model, default=jax.random.wrap_key_data(chunk["rng"][0]))
       return embed_arrays(model, chunk)
 
+    contrastive = lambda q, d: self._loss(q, d, batch, params["extra"])
+    if pair:
+      # Queries and documents packed into each chunk's rows (`pack(..., chunks=)` on both
+      # sides): one embedding pass per chunk, split back into the two sides for the loss.
+      both = side_arrays(batch, "pair") | {"rng": per_example(q_key, 2 * b)}
+      (loss, metrics), grads = objectives.chunked_value_and_grad(
+          embed, params["model"], {"pair_batch": both}, chunk_size=2 * self.gradcache_chunk,
+          num_texts=(2 * b,), loss_fn=lambda emb: contrastive(emb[:b], emb[b:]))
+      return (loss, metrics), {"model": grads, "extra": {}}
     # packed rows come laid out per chunk by the packing transform (`pack(..., chunks=)`)
-    side = lambda name, k: side_arrays(batch, name) | {"rng": per_example(k)}
+    side = lambda name, k: side_arrays(batch, name) | {"rng": per_example(k, b)}
     (loss, metrics), grads = objectives.chunked_contrastive_value_and_grad(
         embed, params["model"], side("query", q_key), side("doc", d_key),
-        chunk_size=self.gradcache_chunk, num_texts=(b, b),
-        loss_fn=lambda q, d: self._loss(q, d, batch, params["extra"]))
+        chunk_size=self.gradcache_chunk, num_texts=(b, b), loss_fn=contrastive)
     return (loss, metrics), {"model": grads, "extra": {}}
 
   # --- data -----------------------------------------------------------------------------------
