@@ -5,28 +5,39 @@
     jaxemb train --config configs/long_pi_tune.py:length=1024 --workdir runs/pi_tune_1k
     python benchmarks/long_context.py --model runs/pi_tune/export --methods pi ...  # evaluate
 
-Data: module docstring -> module source pairs (`stdlib_modules` train, 388 modules), sources
-truncated at 256 tokens whose positions are PoSE-skipped over `length` (the first part at
-0 .., the rest shifted by a random offset), so short inputs teach positions up to `length`.
-Everything but the position table is frozen (`optim.trainable`), and the recipe keeps the
-trained rows (i * s) as they were, so inputs within 512 tokens embed exactly as before; the
-in-batch InfoNCE objective of the default job. The export (WORKDIR/export) is a long-context
-model: `jaxemb.load_pretrained` reads its position scaling back.
+As LongEmbed's further tuning (appendix B): everything but the position table is frozen
+(`optim.trainable`) and the recipe keeps the trained rows (i * s) as they were, so inputs within
+512 tokens embed exactly as before; documents are cut at `doc_tokens` and their positions
+skipped ahead by u ~ U[0, length - l] (`pose=shift`, LongEmbed's variant for absolute positions;
+`pose=cut` is PoSE's own: one cut, the second part skipped), so short inputs teach positions up
+to `length`; Adam at LongEmbed's rate 5e-4, the default job's in-batch InfoNCE. Data (`data`):
+"modules" = module docstring -> module source (`stdlib_modules` train, 388 modules), "code" =
+the default job's docstring -> function pairs (5,050), "both" = their union. The export
+(WORKDIR/export) is a long-context model: `jaxemb.load_pretrained` reads its scaling back.
 """
 
 import codesearch_minilm
 import common
 
+DATA = ("modules", "code", "both")
+
 
 def get_config(arg: str | None = None):
-  arg = common.parse_arg(arg, runlocal=False, length=2048, steps=60, lr=5e-4)
+  arg = common.parse_arg(arg, runlocal=False, length=2048, steps=200, lr=5e-4, pose="shift",
+                         data="both", doc_tokens=256, batch_size=16)
+  if arg.data not in DATA:
+    raise ValueError(f"data must be one of {DATA}, got {arg.data!r}")
   c = codesearch_minilm.get_config("runlocal" if arg.runlocal else None)
   c.model.position_scaling = "pi"
   c.model.max_seq_length = arg.length
-  c.data = dict(name="stdlib_modules", split="train", data_dir="", query_lengths=(32,),
-                code_lengths=(256,), pose_length=arg.length)
+  options = dict(data_dir="", query_lengths=(32,), code_lengths=(arg.doc_tokens,),
+                 pose_length=arg.length, pose_mode=arg.pose)
+  parts = {"modules": dict(name="stdlib_modules", split="train", **options),
+           "code": dict(name=codesearch_minilm.TASK, split="train", **options)}
+  c.data = (dict(name="concat", parts=[parts["code"], parts["modules"]])
+            if arg.data == "both" else parts[arg.data])
   c.optim.update(lr=arg.lr, weight_decay=0.0, trainable=("model/encoder/embeddings/position",))
-  c.batch_size = 16
+  c.batch_size = arg.batch_size
   c.total_steps = arg.steps
   c.optim.warmup_steps = max(1, arg.steps // 10)
   c.evaluators, c.final_evaluators = [], []
@@ -34,8 +45,9 @@ def get_config(arg: str | None = None):
   c.checkpoint_every = arg.steps
   c.export = True
   if arg.runlocal:  # the code-search pairs (built by the other tests), a few tiny steps
-    c.data.update(name="stdlib_code_search", split="train[:64]", code_lengths=(32,),
-                  query_lengths=(16,))
+    c.data = dict(name="stdlib_code_search", split="train[:64]", data_dir="",
+                  code_lengths=(32,), query_lengths=(16,), pose_length=arg.length,
+                  pose_mode=arg.pose)
     c.batch_size, c.total_steps, c.optim.warmup_steps = 8, 3, 1
     c.checkpoint_every = 3
   return c

@@ -179,12 +179,18 @@ def add_long_context_arguments(parser: argparse.ArgumentParser) -> None:
   parser.add_argument("--position-scaling",
                       help="long-context method: pcw, gp, rp, pi (absolute positions); pi, ntk, "
                            "self_extend (rotary)")
+  parser.add_argument("--attention-scaling", action="store_true",
+                      help="LongEmbed's attention scaling of texts past the trained length "
+                           "(logits x log n / log trained; not with pcw)")
 
 
 def long_context_options(args) -> dict:
   """The long-context keyword arguments of `jaxemb.encode` that the flags set."""
-  return {k: v for k in ("max_seq_length", "position_scaling")
-          if (v := getattr(args, k, None)) is not None}
+  options = {k: v for k in ("max_seq_length", "position_scaling")
+             if (v := getattr(args, k, None)) is not None}
+  if getattr(args, "attention_scaling", False):
+    options["attention_scaling"] = True
+  return options
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -54,7 +54,8 @@ def encode(model: EmbeddingModel, texts: Sequence[str], *, prompt: str | None = 
            prompt_name: str | None = None, precision: str = "float32",
            truncate_dim: int | None = None, ranges=None, calibration_embeddings=None,
            normalize: bool = True, max_seq_length: int | None = None,
-           position_scaling: str | None = None, **kwargs) -> np.ndarray:
+           position_scaling: str | None = None, attention_scaling: bool = False,
+           **kwargs) -> np.ndarray:
   """Embeds `texts` (see `jaxemb.encoding.encode`) with prompts, truncation and quantization.
 
   Args:
@@ -71,6 +72,8 @@ def encode(model: EmbeddingModel, texts: Sequence[str], *, prompt: str | None = 
     max_seq_length / position_scaling: tokens kept per text and, past the trained positions,
       the long-context method ("pcw", "gp", "rp", "pi"; rotary: "pi", "ntk", "self_extend"),
       see `jaxemb.long_context`; by default the model's own length.
+    attention_scaling: LongEmbed's attention scaling for texts past the trained length under
+      a long-context method other than "pcw" (`jaxemb.long_context.extend`).
     **kwargs: passed to `jaxemb.encoding.encode` (batch_size, show_progress, mesh, layer).
 
   Returns:
@@ -83,11 +86,15 @@ def encode(model: EmbeddingModel, texts: Sequence[str], *, prompt: str | None = 
     texts = [text + t for t in texts]
   # encoding.encode truncates the pooled vector before normalising (Matryoshka-style).
   if max_seq_length is None and position_scaling is None:
+    if attention_scaling:
+      raise ValueError("attention_scaling needs a long-context position_scaling and "
+                       "max_seq_length past the trained length")
     emb = encoding.encode(model, texts, normalize=normalize, truncate_dim=truncate_dim, **kwargs)
   else:
     from jaxemb import long_context
     emb = long_context.encode(model, texts, max_seq_length=max_seq_length,
-                              position_scaling=position_scaling, normalize=normalize,
+                              position_scaling=position_scaling,
+                              attention_scaling=attention_scaling, normalize=normalize,
                               truncate_dim=truncate_dim, **kwargs)
   if precision == "float32":
     return emb

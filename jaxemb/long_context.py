@@ -16,6 +16,8 @@ Methods (`METHODS`), by the encoder's position type:
           (3, trained/2) at s <= 2, (5, trained/4) at s <= 4, (9, trained/8) beyond).
   None    truncation at max_seq_length (at most the trained length for absolute positions).
 Inputs within the trained length embed exactly as before under every method (tested).
+`attention_scaling=True` adds LongEmbed's attention scaling (logits x log n / log trained for a
+text of n > trained tokens) to gp, rp, pi, ntk and self_extend.
 """
 
 from __future__ import annotations
@@ -102,20 +104,45 @@ def _with_config(module, cfg):
   """A copy of `module` whose transformer config (held by the encoder and its layers) is `cfg`."""
   module = nnx.clone(module)
   old = module.encoder.cfg
-  for _, sub in module.iter_modules():
+  for _, sub in nnx.iter_modules(module):
     if getattr(sub, "cfg", None) is old:
       sub.cfg = cfg
   return module
 
 
+def check_attention_scaling(attention_scaling: bool, position_scaling: str | None) -> None:
+  """ValueError when attention scaling is asked for where it cannot act (truncation, pcw)."""
+  if attention_scaling and position_scaling in (None, "pcw"):
+    raise ValueError(f"attention_scaling acts on texts past the trained length under gp, rp, "
+                     f"pi, ntk or self_extend; position_scaling={position_scaling!r} never "
+                     f"encodes one")
+
+
 def extend(model: EmbeddingModel, max_seq_length: int, position_scaling: str | None, *,
-           self_extend_group: int | None = None,
+           attention_scaling: bool = False, self_extend_group: int | None = None,
            self_extend_window: int | None = None) -> EmbeddingModel:
   """A copy of `model` that takes `max_seq_length` tokens under `position_scaling`.
 
   "pcw" needs no model change (it is a way of encoding, `encode`): the copy only keeps the
-  trained length. None: truncation at `max_seq_length`.
+  trained length. None: truncation at `max_seq_length`. `attention_scaling` (LongEmbed's
+  inference default, Su 2021): a text of n > trained tokens has its attention logits
+  multiplied by log n / log trained; no effect under "pcw" or truncation, whose inputs never
+  exceed the trained length.
   """
+  check_attention_scaling(attention_scaling, position_scaling)
+  extended = _extend(model, max_seq_length, position_scaling, self_extend_group,
+                     self_extend_window)
+  if not attention_scaling:
+    return extended
+  cfg = extended.module.encoder.cfg
+  trained = cfg.max_position_embeddings // (
+      cfg.position_scaling_factor if cfg.position_scaling == "pi" else 1)
+  scaled = dataclasses.replace(cfg, attention_scale_length=trained)
+  return dataclasses.replace(extended, module=_with_config(extended.module, scaled))
+
+
+def _extend(model: EmbeddingModel, max_seq_length: int, position_scaling: str | None,
+            self_extend_group: int | None, self_extend_window: int | None) -> EmbeddingModel:
   raw = _raw_config(model)
   if raw.position_embedding == "absolute" and raw.position_scaling:
     # Already extended (e.g. a PI-tuned export): usable up to its length with its own method.
@@ -205,12 +232,16 @@ def encode_pcw(model: EmbeddingModel, texts: Sequence[str], max_seq_length: int,
 
 
 def encode(model: EmbeddingModel, texts: Sequence[str], *, max_seq_length: int | None = None,
-           position_scaling: str | None = None, **kwargs) -> np.ndarray:
+           position_scaling: str | None = None, attention_scaling: bool = False,
+           **kwargs) -> np.ndarray:
   """`jaxemb.encoding.encode` at `max_seq_length` tokens under `position_scaling` (see the
-  module docstring); kwargs as `jaxemb.encoding.encode`."""
+  module docstring), with LongEmbed's `attention_scaling` if asked (`extend`); kwargs as
+  `jaxemb.encoding.encode`."""
   if not _raw_config(model).position_scaling:  # an extended model: checked by `extend`
     check_method(model, max_seq_length, position_scaling)
+  check_attention_scaling(attention_scaling, position_scaling)
   if position_scaling == "pcw":
     return encode_pcw(model, texts, max_seq_length, **kwargs)
   length = model.max_seq_length if max_seq_length is None else max_seq_length
-  return encoding.encode(extend(model, length, position_scaling), texts, **kwargs)
+  return encoding.encode(extend(model, length, position_scaling,
+                                attention_scaling=attention_scaling), texts, **kwargs)

@@ -14,6 +14,7 @@ from jaxemb.evaluate.registry import Task
 TASKS: dict[str, str] = {
     "stdlib_code_search": "jaxemb.data.code_search",
     "stdlib_modules": "jaxemb.data.stdlib_modules",  # long documents (up to ~4k tokens)
+    "stdlib_test_continuation": "jaxemb.data.test_continuation",  # code -> code
     "passkey": "jaxemb.data.passkey",  # synthetic, split = document length in tokens
     "needle": "jaxemb.data.needle",
 }

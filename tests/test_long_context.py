@@ -234,3 +234,52 @@ def test_jaxemb_encode_takes_the_options(model):
   want = lc.encode(model, texts, max_seq_length=3 * TRAINED, position_scaling="pi")
   np.testing.assert_allclose(got, want, atol=1e-6)
   assert not np.allclose(got, jaxemb.encode(model, texts), atol=1e-3)  # not truncated
+
+
+# ---------------------------------------------------------------------------------------------
+# Attention scaling (LongEmbed's inference default, Su 2021).
+# ---------------------------------------------------------------------------------------------
+
+def test_attention_logit_scale_by_hand():
+  from jaxemb.nn.transformer import attention_logit_scale
+  mask = np.zeros((4, 2048), np.int32)
+  for row, n in enumerate((1, 100, 512, 2048)):
+    mask[row, :n] = 1
+  got = np.asarray(attention_logit_scale(jnp.asarray(mask), 512)).ravel()
+  # log 2048 / log 512 = 11 / 9; rows of at most 512 tokens are not scaled.
+  np.testing.assert_allclose(got, [1.0, 1.0, 1.0, 11 / 9], rtol=1e-6)
+
+
+@pytest.mark.parametrize("method", ["gp", "pi"])
+def test_attention_scaling_multiplies_the_logits_of_long_rows(model, method):
+  """Scaling the logits by f equals scaling the query projection by f (q.k is linear in q):
+  an extended encoder with attention scaling = the same encoder with f x its query weights."""
+  length = 80
+  f = np.log(length) / np.log(TRAINED)
+  scaled = lc.extend(model, 3 * TRAINED, method, attention_scaling=True).module
+  plain = lc.extend(model, 3 * TRAINED, method).module
+  for layer in plain.encoder.layers:
+    for name in ("kernel", "bias"):
+      param = getattr(layer.attention.query, name)
+      param.set_value(param[...] * f)
+  ids = jnp.asarray(np.random.default_rng(5).integers(5, 40, (1, length)), jnp.int32)
+  mask = jnp.ones_like(ids)
+  np.testing.assert_allclose(_run(scaled, ids, mask), _run(plain, ids, mask), atol=1e-5)
+  # Within the trained length nothing changes.
+  texts = _texts(3, 0, TRAINED - 2)
+  np.testing.assert_allclose(
+      lc.encode(model, texts, max_seq_length=3 * TRAINED, position_scaling=method,
+                attention_scaling=True), encoding.encode(model, texts), atol=1e-6)
+
+
+def test_attention_scaling_is_refused_where_it_cannot_act(model):
+  import jaxemb
+  texts = _texts(1, 60, 61)
+  for method in (None, "pcw"):
+    with pytest.raises(ValueError, match=f"position_scaling={method!r} never encodes one"):
+      lc.encode(model, texts, max_seq_length=3 * TRAINED if method else 16,
+                position_scaling=method, attention_scaling=True)
+  with pytest.raises(ValueError, match="attention_scaling needs a long-context"):
+    jaxemb.encode(model, texts, attention_scaling=True)
+  with pytest.raises(ValueError, match="attention_scale_length must be 0 .off. or >= 2"):
+    TransformerConfig(attention_scale_length=1)

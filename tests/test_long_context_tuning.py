@@ -36,6 +36,25 @@ def test_pose_positions_skip_within_the_target_length():
   np.testing.assert_array_equal(full, np.tile(np.arange(8), (3, 1)))
 
 
+def test_pose_shift_moves_whole_rows_within_the_target_length():
+  # LongEmbed's variant for absolute positions: u .. u + l - 1, u ~ U[0, target - l].
+  mask = np.zeros((300, 10), np.int32)
+  lengths = np.random.default_rng(0).integers(0, 11, 300)
+  for b, l in enumerate(lengths):
+    mask[b, :l] = 1
+  out = pos.pose_positions(mask, 40, np.random.default_rng(1), mode="shift")
+  starts = []
+  for row, l in zip(out, lengths):
+    assert np.all(row[l:] == 0)
+    if l:
+      np.testing.assert_array_equal(row[:l], row[0] + np.arange(l))
+      assert 0 <= row[0] <= 40 - l
+      starts.append(row[0] / (40 - l))
+  assert 0.4 < np.mean(starts) < 0.6 and max(starts) > 0.9 and min(starts) < 0.1  # uniform
+  with pytest.raises(ValueError, match="PoSE mode must be one of.*got 'middle'"):
+    pos.pose_positions(mask, 40, np.random.default_rng(1), mode="middle")
+
+
 def _encoder(**kwargs):
   cfg = TransformerConfig(vocab_size=50, hidden_size=16, num_layers=1, num_heads=2,
                           intermediate_size=32, max_position_embeddings=32, dropout_rate=0.0,
@@ -77,6 +96,20 @@ def test_trainable_prefixes_freeze_every_other_parameter():
   frozen = optim.zero_updates(lambda name: name.endswith("word"))
   out, _ = frozen.update(grads, frozen.init(params))
   assert float(out["model"]["encoder"]["word"].sum()) == 0 and float(out["extra"]["scale"]) == 1
+
+
+def test_pi_tuning_config_follows_longembed():
+  from jaxemb.train.config import load_config
+  c = load_config(f"{REPO}/configs/long_pi_tune.py")
+  assert (c.model.position_scaling, c.model.max_seq_length, c.optim.lr) == ("pi", 2048, 5e-4)
+  assert c.optim.trainable == ("model/encoder/embeddings/position",)
+  parts = [dict(p) for p in c.data.parts]
+  assert [p["name"] for p in parts] == ["stdlib_code_search", "stdlib_modules"]
+  assert all(p["pose_mode"] == "shift" and p["pose_length"] == 2048 for p in parts)
+  modules = load_config(f"{REPO}/configs/long_pi_tune.py:data=modules,pose=cut,length=1024").data
+  assert (modules.name, modules.pose_mode, modules.pose_length) == ("stdlib_modules", "cut", 1024)
+  with pytest.raises(ValueError, match="data must be one of .*got 'books'"):
+    load_config(f"{REPO}/configs/long_pi_tune.py:data=books")
 
 
 @pytest.mark.slow

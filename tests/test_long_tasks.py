@@ -19,23 +19,36 @@ def test_synthetic_documents(task):
   tok = longembed._tokenizer()
   lengths = [len(tok.encode(doc).ids) for doc in data["corpus"]]  # [CLS]/[SEP] included
   assert max(lengths) <= 256 and min(lengths) >= 256 - 40, lengths
-  for query, (target,) in zip(data["queries"], data["relevant"]):
-    key = re.search(r"(?:for|in) (\w+)\?$", query).group(1)
-    # The asked-for key is in its document and in no other.
-    assert [i for i, doc in enumerate(data["corpus"]) if key in doc.split()
-            or f"{key}'s" in doc or f"{key}." in doc] == [target]
+  rng = np.random.default_rng([0, 256, int(task == "needle")])  # make_data's draw
+  said, _, _ = longembed.statements(task, rng, 12)
+  filler = " ".join(longembed._filler(task)[0])
+  for doc, statement in zip(data["corpus"], said):
+    # LongEmbed's construction: one filler shared by every document, cut to the length, with
+    # the document's own statement inserted at a sentence boundary.
+    before, after = doc.split(statement)
+    assert filler.startswith((before + after.lstrip()).strip())
+    assert before == "" or before.endswith((". ", "? ", "! "))
+  for query, name, (target,) in zip(data["queries"], data["names"], data["relevant"]):
+    assert name in query and said[target] in data["corpus"][target]
+    # The asked-for name is in its document and in no other.
+    assert [i for i, doc in enumerate(data["corpus"]) if name in doc] == [target]
+  if task == "passkey":
+    assert all(len(n.split()) == 2 for n in data["names"])  # first and last name
+    assert filler.startswith("The grass is green. The sky is blue.")
+  else:
+    asked = {q.format(n="") for _, q in longembed.NEEDLES}
+    assert all(q.replace(n, "") in asked for q, n in zip(data["queries"], data["names"]))
   assert longembed.make_data(task, 256, num_docs=12, num_queries=6) == data  # seeded
   assert longembed.make_data(task, 256, num_docs=12, num_queries=6, seed=1) != data
 
 
 def test_acc_at_1_of_a_lexical_oracle():
-  """An embedding that marks which made-up key a text contains finds every document."""
+  """An embedding that marks which made-up name a text contains finds every document."""
   data = longembed.make_data("passkey", 512, num_docs=10, num_queries=10)
-  keys = sorted({re.search(r"for (\w+)\?$", q).group(1) for q in data["queries"]})
+  names = data["names"]
 
   def embed(texts):
-    return np.array([[float(re.search(rf"\b{k}\b", t) is not None) for k in keys]
-                     for t in texts]) + 1e-3
+    return np.array([[float(n in t) for n in names] for t in texts]) + 1e-3
   metrics = longembed.evaluate_data(embed, data)
   assert metrics["acc@1"] == 1.0
   # A constant embedding ranks by index order: Acc@1 is the share of queries for document 0.

@@ -28,15 +28,25 @@ NAME = "stdlib_code_search"
 @functools.lru_cache(maxsize=8)
 def load_split(split: str, data_dir: str | None = None) -> tuple[list[str], list[str]]:
   """(queries, codes) of a split as str lists (built into the data dir on first use)."""
-  source = corpus_builder.load(split, data_dir)
+  return read_pairs(corpus_builder.load, split, data_dir)
+
+
+def read_pairs(load: Callable, split: str,
+               data_dir: str | None = None) -> tuple[list[str], list[str]]:
+  """(queries, codes) of a split of any corpus builder of (query, code) rows (`load`)."""
+  source = load(split, data_dir)
   rows = [corpus_builder.decode(source[i]) for i in range(len(source))]
   return [r["query"] for r in rows], [r["code"] for r in rows]
 
 
+def pairs_retrieval_data(queries: list[str], codes: list[str]) -> dict[str, Any]:
+  """{queries, corpus, relevant} where query i's one relevant document is code i."""
+  return {"queries": queries, "corpus": codes, "relevant": [{i} for i in range(len(queries))]}
+
+
 def retrieval_data(split: str, data_dir: str | None = None) -> dict[str, Any]:
   """The retrieval evaluator's data for `split`: query i's relevant document is code i."""
-  queries, codes = load_split(split, data_dir)
-  return {"queries": queries, "corpus": codes, "relevant": [{i} for i in range(len(queries))]}
+  return pairs_retrieval_data(*load_split(split, data_dir))
 
 
 # ---------------------------------------------------------------------------------------------
@@ -89,9 +99,9 @@ def train_dataset(options: dict, text_model) -> tuple[Any, Callable]:
 def pairs_dataset(name: str, load: Callable, options: dict, text_model) -> tuple[Any, Callable]:
   """(TextPairs of `options.split` read with `load`, tokenising transform) for a training
   dataset of (query, code) rows named `name`; options split, data_dir, query_lengths,
-  code_lengths and pose_length (> 0: the batches also hold "doc_positions", PoSE positions
+  code_lengths, pose_length (> 0: the batches also hold "doc_positions", PoSE positions
   spread over that many tokens, drawn from the global batch index, for tuning long-context
-  position rows; see `jaxemb.nn.long_context.pose_positions`)."""
+  position rows) and pose_mode ("cut" or "shift"; see `jaxemb.nn.long_context.pose_positions`)."""
   if text_model is None:
     raise ValueError(f"the {name} dataset needs a tokenizer: set "
                      "config.model.pretrained or config.model.tokenizer to a model name or "
@@ -102,23 +112,27 @@ def pairs_dataset(name: str, load: Callable, options: dict, text_model) -> tuple
   query_lengths = tuple(options.pop("query_lengths", (16, 32)))
   code_lengths = tuple(options.pop("code_lengths", (64, 128)))
   pose_length = int(options.pop("pose_length", 0) or 0)
+  pose_mode = options.pop("pose_mode", "cut")
   if options:
     raise ValueError(f"unknown {name} option(s) {sorted(options)}; valid: "
-                     "split, data_dir, query_lengths, code_lengths, pose_length")
+                     "split, data_dir, query_lengths, code_lengths, pose_length, pose_mode")
   transform = tokenized_pairs(text_model.tokenizer, query_lengths=query_lengths,
                               code_lengths=code_lengths, pad_id=text_model.pad_token_id)
   if pose_length:
-    transform = _with_pose_positions(transform, pose_length)
+    transform = _with_pose_positions(transform, pose_length, pose_mode)
   return TextPairs(split, data_dir, load), transform
 
 
-def _with_pose_positions(transform: Callable, target_length: int) -> Callable:
-  from jaxemb.nn.long_context import pose_positions
+def _with_pose_positions(transform: Callable, target_length: int, mode: str) -> Callable:
+  from jaxemb.nn.long_context import POSE_MODES, pose_positions
+  if mode not in POSE_MODES:
+    raise ValueError(f"data.pose_mode must be one of {POSE_MODES}, got {mode!r}")
 
   def with_positions(batch: dict, index: int | None = None) -> dict:
     out = transform(batch, index)
     rng = np.random.default_rng([0x9053, index or 0])  # one draw per global batch: resumable
-    return {**out, "doc_positions": pose_positions(out["doc_mask"], target_length, rng)}
+    return {**out,
+            "doc_positions": pose_positions(out["doc_mask"], target_length, rng, mode)}
 
   return with_positions
 
@@ -150,6 +164,13 @@ def evaluate_data(embed_fn: Callable[[list[str]], np.ndarray], data: dict) -> di
   # Query i's one relevant document is code i: those rows are the positive pairs.
   metrics.update(quality_metrics(emb["corpus"], positives=(emb["queries"], emb["corpus"])))
   return metrics
+
+
+def evaluate_pairs(embed_fn: Callable[[list[str]], np.ndarray], data: dict) -> dict[str, float]:
+  """Retrieval metrics alone (nDCG, MRR, Recall, ...) of `embed_fn` on {queries, corpus,
+  relevant}; `evaluate_data` adds the representation-quality metrics."""
+  return retrieval_lib.evaluate_retrieval(embed_fn, embed_fn, data["queries"], data["corpus"],
+                                          data["relevant"])
 
 
 _WORD = re.compile(r"[A-Za-z]+|\d+")

@@ -18,6 +18,7 @@ DATASETS: dict[str, str | Callable[..., tuple[Any, Callable | None]]] = {
     "synthetic_pairs": "jaxemb.data.synthetic:train_dataset",
     "stdlib_code_search": "jaxemb.data.code_search:train_dataset",
     "stdlib_modules": "jaxemb.data.stdlib_modules:train_dataset",
+    "stdlib_test_continuation": "jaxemb.data.test_continuation:train_dataset",
     # The union of several datasets of one row format (dict(name="concat", parts=[...])).
     "concat": "jaxemb.data.registry:concat_dataset",
     # (query, positive, mined negatives) rows written by `jaxemb mine`.

@@ -11,7 +11,6 @@ from typing import Any
 
 from jaxemb.data import code_search
 from jaxemb.data.builders import stdlib_modules as corpus_builder
-from jaxemb.evaluate import retrieval as retrieval_lib
 from jaxemb.evaluate.registry import Task
 
 NAME = "stdlib_modules"
@@ -20,16 +19,12 @@ NAME = "stdlib_modules"
 @functools.lru_cache(maxsize=8)
 def retrieval_data(split: str, data_dir: str | None = None) -> dict[str, Any]:
   """{queries, corpus, relevant} of `split`: query i's relevant document is module i."""
-  source = corpus_builder.load(split, data_dir)
-  rows = [corpus_builder.decode(source[i]) for i in range(len(source))]
-  return {"queries": [r["query"] for r in rows], "corpus": [r["code"] for r in rows],
-          "relevant": [{i} for i in range(len(rows))]}
+  return code_search.pairs_retrieval_data(*code_search.read_pairs(corpus_builder.load, split,
+                                                                 data_dir))
 
 
-def evaluate_data(embed_fn, data: dict) -> dict[str, float]:
-  """Retrieval metrics of `embed_fn` on `retrieval_data`."""
-  return retrieval_lib.evaluate_retrieval(embed_fn, embed_fn, data["queries"], data["corpus"],
-                                          data["relevant"])
+# Retrieval metrics of `embed_fn` on `retrieval_data`.
+evaluate_data = code_search.evaluate_pairs
 
 
 TASK = Task(NAME, load=retrieval_data, evaluate=evaluate_data,

@@ -79,18 +79,29 @@ def new_rows_mask(rows: int, factor: int) -> np.ndarray:
   return np.arange(rows) % factor != 0
 
 
-def pose_positions(mask: np.ndarray, target_length: int, rng: np.random.Generator
-                   ) -> np.ndarray:
+POSE_MODES = ("cut", "shift")
+
+
+def pose_positions(mask: np.ndarray, target_length: int, rng: np.random.Generator,
+                   mode: str = "cut") -> np.ndarray:
   """PoSE position ids [B, L] for right-padded rows (`mask` [B, L]) of up to L real tokens,
-  spread over `target_length` positions: each row of l real tokens is cut at c ~ U[1, l - 1]
-  and its second part skipped ahead by u ~ U[0, target_length - l], so the positions are
-  0 .. c - 1, c + u .. l - 1 + u (the first token, [CLS], stays at 0). Rows with
-  l >= target_length or l < 2 keep 0 .. l - 1; padding gets position 0."""
+  spread over `target_length` positions, so short inputs teach positions up to it.
+
+  mode "cut" (PoSE, Zhu et al. 2023): each row of l real tokens is cut at c ~ U[1, l - 1] and
+    its second part skipped ahead by u ~ U[0, target_length - l]: positions 0 .. c - 1,
+    c + u .. l - 1 + u (the first token, [CLS], stays at 0); rows with l < 2 keep 0 .. l - 1.
+  mode "shift" (LongEmbed's variant for absolute positions, appendix B): the whole row is
+    skipped ahead, u .. u + l - 1 with u ~ U[0, target_length - l].
+  Rows with l >= target_length keep 0 .. l - 1; padding gets position 0."""
+  if mode not in POSE_MODES:
+    raise ValueError(f"PoSE mode must be one of {POSE_MODES}, got {mode!r}")
   mask = np.asarray(mask)
   out = np.zeros(mask.shape, np.int32)
   for b, l in enumerate(mask.astype(bool).sum(1)):
     pos = np.arange(l)
-    if 2 <= l < target_length:
+    if mode == "shift" and 1 <= l < target_length:
+      pos += rng.integers(0, target_length - l + 1)
+    elif 2 <= l < target_length:
       cut = rng.integers(1, l)
       pos[cut:] += rng.integers(0, target_length - l + 1)
     out[b, :l] = pos

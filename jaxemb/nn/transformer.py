@@ -54,6 +54,10 @@ class TransformerConfig:
   # jaxemb/nn/long_context.py); under "pi" the position table already has s x trained rows.
   position_scaling: str | None = None
   position_scaling_factor: int = 1
+  # Attention scaling for long inputs (Su 2021; on in LongEmbed's evaluations): with L > 0, a
+  # row of n real tokens multiplies its attention logits by max(1, log n / log L), so a
+  # text of at most L tokens is encoded exactly as without it. 0: off.
+  attention_scale_length: int = 0
   dtype: str = "float32"  # compute dtype
   param_dtype: str = "float32"
   pad_token_id: int = 0
@@ -92,6 +96,9 @@ class TransformerConfig:
     if self.position_embedding == "rotary" and (self.hidden_size // self.num_heads) % 2:
       raise ValueError(f"rotary positions need an even head size, got "
                        f"{self.hidden_size // self.num_heads}")
+    if self.attention_scale_length < 0 or self.attention_scale_length == 1:
+      raise ValueError(f"attention_scale_length must be 0 (off) or >= 2, got "
+                       f"{self.attention_scale_length}")
     if self.rope_scaling_factor < 1.0:
       raise ValueError(f"rope_scaling_factor must be >= 1, got {self.rope_scaling_factor}")
 
@@ -193,7 +200,7 @@ class SelfAttention(nnx.Module):
     self.out = _dense(cfg, d, d, ("qkv", "embed"), rngs)
     self.dropout = nnx.Dropout(cfg.attention_dropout_rate, rngs=rngs)
 
-  def __call__(self, x, bias, positions, *, deterministic: bool):
+  def __call__(self, x, bias, positions, *, deterministic: bool, logit_scale=None):
     cfg = self.cfg
     b, l, _ = x.shape
     split = lambda t: t.reshape(b, l, cfg.num_heads, cfg.head_dim)
@@ -207,7 +214,10 @@ class SelfAttention(nnx.Module):
         inv_freq = rotary_frequencies(cfg)
         q, k = apply_rotary(q, positions, inv_freq), apply_rotary(k, positions, inv_freq)
       scores = jnp.einsum("bqhd,bkhd->bhqk", q, k, preferred_element_type=jnp.float32)
-    scores = scores / jnp.sqrt(jnp.float32(cfg.head_dim)) + bias
+    scores = scores / jnp.sqrt(jnp.float32(cfg.head_dim))
+    if logit_scale is not None:  # [B, 1, 1, 1]: attention scaling of long rows
+      scores = scores * logit_scale
+    scores = scores + bias
     probs = jax.nn.softmax(scores, axis=-1)
     probs = self.dropout(probs, deterministic=deterministic).astype(v.dtype)
     ctx = jnp.einsum("bhqk,bkhd->bqhd", probs, v).reshape(b, l, cfg.hidden_size)
@@ -230,15 +240,22 @@ class TransformerLayer(nnx.Module):
   def _ffn(self, x, deterministic):
     return self.dropout(self.ffn_out(self.activation(self.ffn_in(x))), deterministic=deterministic)
 
-  def __call__(self, x, bias, positions, *, deterministic: bool):
+  def __call__(self, x, bias, positions, *, deterministic: bool, logit_scale=None):
     attend = lambda h: self.dropout(
-        self.attention(h, bias, positions, deterministic=deterministic),
+        self.attention(h, bias, positions, deterministic=deterministic,
+                       logit_scale=logit_scale),
         deterministic=deterministic)
     if self.cfg.norm_position == "post":
       x = self.attention_norm(x + attend(x))
       return self.ffn_norm(x + self._ffn(x, deterministic))
     x = x + attend(self.attention_norm(x))
     return x + self._ffn(self.ffn_norm(x), deterministic)
+
+
+def attention_logit_scale(attention_mask: Array, length: int) -> Array:
+  """[B, 1, 1, 1] max(1, log n / log `length`) for rows of n real tokens (attention scaling)."""
+  n = jnp.maximum(attention_mask.astype(jnp.float32).sum(1), 1.0)
+  return jnp.maximum(1.0, jnp.log(n) / jnp.log(jnp.float32(length)))[:, None, None, None]
 
 
 def _positions(attention_mask: Array) -> Array:
@@ -337,11 +354,18 @@ class TransformerEncoder(nnx.Module):
       rows = long_context.absolute_positions(
           positions, attention_mask.astype(jnp.int32).sum(1), self.cfg.position_scaling,
           self.cfg.max_position_embeddings, self.cfg.position_scaling_factor)
+    logit_scale = None
+    if self.cfg.attention_scale_length:
+      if segment_ids is not None:
+        raise ValueError("attention_scale_length scales whole rows; it does not apply to "
+                         "packed rows (segment_ids)")
+      logit_scale = attention_logit_scale(attention_mask, self.cfg.attention_scale_length)
     x = self.embeddings(input_ids, rows, token_type_ids, deterministic=deterministic)
     first = x
     x, states = layers.run_layers(
         self.layers[:num_layers], x,
-        lambda layer, h: layer(h, bias, positions, deterministic=deterministic),
+        lambda layer, h: layer(h, bias, positions, deterministic=deterministic,
+                               logit_scale=logit_scale),
         deterministic=deterministic, want_states=output_hidden_states, scan=scan)
     if self.final_norm is not None and num_layers == self.cfg.num_layers:
       x = self.final_norm(x)

@@ -226,7 +226,7 @@ def iter_functions(
         yield from iter_functions(child, prefix)
 
 
-class _ByteSource:
+class ByteSource:
   """A source string addressable by ast's (lineno, UTF-8 byte col_offset)."""
 
   def __init__(self, source: str):
@@ -240,7 +240,7 @@ class _ByteSource:
 
 
 def function_code(
-    src: _ByteSource, node: ast.FunctionDef | ast.AsyncFunctionDef) -> str:
+    src: ByteSource, node: ast.FunctionDef | ast.AsyncFunctionDef) -> str:
   """Decorators + signature + body of `node`, docstring removed, dedented."""
   first = node.decorator_list[0] if node.decorator_list else node
   start = src.offset(first.lineno, 0)
@@ -263,10 +263,10 @@ def function_code(
       stripped = stripped[1:].lstrip(b" \t")
     doc_end = end - len(stripped)
   code = (src.data[start:doc_start] + src.data[doc_end:end]).decode("utf-8")
-  return _dedent(code, node.col_offset)
+  return dedent(code, node.col_offset)
 
 
-def _dedent(code: str, indent: int) -> str:
+def dedent(code: str, indent: int) -> str:
   """Removes the def line's indentation from every line that has it.
 
   Lines without it (continuation lines of a string literal) are left alone rather
@@ -289,7 +289,7 @@ def module_examples(
     source: str, module: str, stats: Stats) -> Iterator[dict[str, str]]:
   """Candidate examples of one module (before cross-module dedup), source order."""
   tree = ast.parse(source)
-  src = _ByteSource(source)
+  src = ByteSource(source)
   for qualname, node in iter_functions(tree.body):
     stats.functions += 1
     docstring = ast.get_docstring(node, clean=False)

@@ -14,7 +14,7 @@ import logging
 import platform
 import re
 import sysconfig
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 
 import tensorflow_datasets as tfds
 
@@ -76,7 +76,32 @@ def _running_config() -> StdlibCodeSearchConfig:
   )
 
 
-class StdlibCodeSearch(tfds.core.GeneratorBasedBuilder):
+class StdlibExamples:
+  """Mixin of the builders whose examples are mined from the running interpreter's stdlib:
+  its config names the Python version, every example has an "id" and gets a
+  "python_version" feature, and the splits are "train", "validation" and "test"."""
+
+  def _check_python(self) -> None:
+    wanted = self.builder_config.python_version  # type: ignore[attr-defined]
+    if wanted != platform.python_version():
+      raise ValueError(f"config {self.builder_config.name!r} needs Python "  # type: ignore
+                       f"{wanted}, running {platform.python_version()}")
+
+  def _splits(self, examples: Sequence[dict[str, str]], split_of: Callable[[str], str]):
+    """Example generators by split, each example's split `split_of(example["module"])`."""
+    by_split: dict[str, list[dict[str, str]]] = {s: [] for s in extract.SPLITS}
+    for example in examples:
+      by_split[split_of(example["module"])].append(example)
+    return {split: self._generate_examples(rows) for split, rows in by_split.items()}
+
+  def _generate_examples(self, examples: Sequence[dict[str, str]]
+                         ) -> Iterator[tuple[str, dict[str, str]]]:
+    version = self.builder_config.python_version  # type: ignore[attr-defined]
+    for example in examples:
+      yield example["id"], {**example, "python_version": version}
+
+
+class StdlibCodeSearch(StdlibExamples, tfds.core.GeneratorBasedBuilder):
   """Docstring -> code retrieval pairs from the running Python's standard library."""
 
   VERSION = tfds.core.Version("1.0.0")
@@ -106,29 +131,12 @@ class StdlibCodeSearch(tfds.core.GeneratorBasedBuilder):
 
   def _split_generators(self, dl_manager: tfds.download.DownloadManager):
     del dl_manager  # Nothing to download: the source is the local stdlib.
-    if self.builder_config.python_version != platform.python_version():
-      raise ValueError(
-          f"config {self.builder_config.name!r} needs Python "
-          f"{self.builder_config.python_version}, running {platform.python_version()}")
-    stdlib_dir = sysconfig.get_paths()["stdlib"]
-    result = extract.extract(stdlib_dir)
+    self._check_python()
+    result = extract.extract(sysconfig.get_paths()["stdlib"])
     _warn_about_split_drift(result.examples)
     self.info.metadata.update(
         stats=dataclasses.asdict(result.stats), skipped_files=result.skipped_files)
-    by_split: dict[str, list[dict[str, str]]] = {s: [] for s in extract.SPLITS}
-    for example in result.examples:
-      by_split[extract.split_of(example["module"])].append(example)
-    return {
-        split: self._generate_examples(examples)
-        for split, examples in by_split.items()
-    }
-
-  def _generate_examples(
-      self, examples: Sequence[dict[str, str]]
-  ) -> Iterator[tuple[str, dict[str, str]]]:
-    version = self.builder_config.python_version
-    for example in examples:
-      yield example["id"], {**example, "python_version": version}
+    return self._splits(result.examples, extract.split_of)
 
 
 def _warn_about_split_drift(examples: Sequence[dict[str, str]]) -> None:

@@ -8,12 +8,11 @@ from __future__ import annotations
 
 import platform
 import sysconfig
-from collections.abc import Iterator, Sequence
 
 import tensorflow_datasets as tfds
 
 from jaxemb.data.builders.stdlib_code_search.stdlib_code_search_dataset_builder import (
-    StdlibCodeSearchConfig, config_name)
+    StdlibCodeSearchConfig, StdlibExamples, config_name)
 from jaxemb.data.builders.stdlib_modules import extract
 
 _DESCRIPTION = """\
@@ -29,7 +28,7 @@ distributed under the PSF License Agreement (https://docs.python.org/3/license.h
 _TEXT_FEATURES = ("query", "code", "module", "id", "python_version")
 
 
-class StdlibModules(tfds.core.GeneratorBasedBuilder):
+class StdlibModules(StdlibExamples, tfds.core.GeneratorBasedBuilder):
   """Module docstring -> module source retrieval pairs from the running Python's stdlib."""
 
   VERSION = tfds.core.Version("1.0.0")
@@ -50,17 +49,5 @@ class StdlibModules(tfds.core.GeneratorBasedBuilder):
 
   def _split_generators(self, dl_manager: tfds.download.DownloadManager):
     del dl_manager  # nothing to download: the source is the local stdlib
-    if self.builder_config.python_version != platform.python_version():
-      raise ValueError(f"config {self.builder_config.name!r} needs Python "
-                       f"{self.builder_config.python_version}, running "
-                       f"{platform.python_version()}")
-    by_split: dict[str, list[dict[str, str]]] = {s: [] for s in extract.SPLITS}
-    for example in extract.extract(sysconfig.get_paths()["stdlib"]):
-      by_split[extract.split_of(example["module"])].append(example)
-    return {split: self._generate_examples(examples) for split, examples in by_split.items()}
-
-  def _generate_examples(self, examples: Sequence[dict[str, str]]
-                         ) -> Iterator[tuple[str, dict[str, str]]]:
-    version = self.builder_config.python_version
-    for example in examples:
-      yield example["id"], {**example, "python_version": version}
+    self._check_python()
+    return self._splits(extract.extract(sysconfig.get_paths()["stdlib"]), extract.split_of)
