@@ -283,3 +283,15 @@ def test_attention_scaling_is_refused_where_it_cannot_act(model):
     jaxemb.encode(model, texts, attention_scaling=True)
   with pytest.raises(ValueError, match="attention_scale_length must be 0 .off. or >= 2"):
     TransformerConfig(attention_scale_length=1)
+
+
+def test_an_extended_config_round_trips_through_the_exported_config():
+  from jaxemb.pretrained import bert
+  cfg = TransformerConfig(max_position_embeddings=4 * 512, position_scaling="pi",
+                          position_scaling_factor=4, attention_scale_length=512)
+  hf = bert.config_to_hf(cfg)
+  assert hf["jaxemb_attention_scale_length"] == 512 and hf["jaxemb_position_scaling"] == "pi"
+  assert bert.config_from_hf(hf) == cfg
+  plain = bert.config_to_hf(TransformerConfig())
+  assert "jaxemb_attention_scale_length" not in plain and bert.config_from_hf(plain) == \
+      TransformerConfig()

@@ -43,6 +43,8 @@ _LAYER_TABLE = (
 # as plain positions (the same rows for inputs past the trained length; under "pi" shorter
 # inputs read the interpolated rows there, where jaxemb reads the trained rows i * s).
 POSITION_SCALING_KEY = "jaxemb_position_scaling"
+# LongEmbed's attention scaling of an extended export (TransformerConfig.attention_scale_length).
+ATTENTION_SCALE_KEY = "jaxemb_attention_scale_length"
 
 
 def max_input_length(hf: dict) -> int:
@@ -74,6 +76,8 @@ def config_from_hf(hf: dict, **overrides) -> TransformerConfig:
   if hf.get(POSITION_SCALING_KEY):  # a long-context (e.g. PI-tuned) jaxemb export
     cfg.update(position_scaling=hf[POSITION_SCALING_KEY],
                position_scaling_factor=int(hf.get(POSITION_SCALING_KEY + "_factor", 1)))
+  if hf.get(ATTENTION_SCALE_KEY):
+    cfg.update(attention_scale_length=int(hf[ATTENTION_SCALE_KEY]))
   cfg.update(overrides)
   return TransformerConfig(**cfg)
 
@@ -99,6 +103,8 @@ def config_to_hf(cfg: TransformerConfig) -> dict:
       **({POSITION_SCALING_KEY: cfg.position_scaling,
           POSITION_SCALING_KEY + "_factor": cfg.position_scaling_factor}
          if cfg.position_scaling else {}),
+      **({ATTENTION_SCALE_KEY: cfg.attention_scale_length} if cfg.attention_scale_length
+         else {}),
   }
 
 
