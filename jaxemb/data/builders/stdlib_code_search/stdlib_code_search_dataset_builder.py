@@ -67,12 +67,14 @@ class StdlibCodeSearchConfig(tfds.core.BuilderConfig):
   python_version: str = ""
 
 
-def _running_config() -> StdlibCodeSearchConfig:
+def running_config(source: str = "standard library") -> StdlibCodeSearchConfig:
+  """The one config of a builder mined from this interpreter's `source`: only the running
+  Python's stdlib can be read."""
   version = platform.python_version()
   return StdlibCodeSearchConfig(
       name=config_name(version),
       python_version=version,
-      description=f"Built from the CPython {version} standard library.",
+      description=f"Built from the CPython {version} {source}.",
   )
 
 
@@ -80,6 +82,18 @@ class StdlibExamples:
   """Mixin of the builders whose examples are mined from the running interpreter's stdlib:
   its config names the Python version, every example has an "id" and gets a
   "python_version" feature, and the splits are "train", "validation" and "test"."""
+
+  def _stdlib_info(self, description: str, features: Sequence[str],
+                   **metadata) -> tfds.core.DatasetInfo:
+    """DatasetInfo of text `features`, PSF-licensed, with the Python version in `metadata`."""
+    return tfds.core.DatasetInfo(
+        builder=self, description=description,  # type: ignore[arg-type]
+        features=tfds.features.FeaturesDict({name: tfds.features.Text() for name in features}),
+        supervised_keys=None, homepage="https://docs.python.org/3/library/",
+        license="Python standard library source, PSF License Agreement",
+        metadata=tfds.core.MetadataDict(
+            python_version=self.builder_config.python_version,  # type: ignore[attr-defined]
+            **metadata))
 
   def _check_python(self) -> None:
     wanted = self.builder_config.python_version  # type: ignore[attr-defined]
@@ -110,7 +124,7 @@ class StdlibCodeSearch(StdlibExamples, tfds.core.GeneratorBasedBuilder):
                "80/10/10 split with a frozen test package list.",
   }
   # Only the running interpreter's stdlib can be read, so only its config exists.
-  BUILDER_CONFIGS = [_running_config()]
+  BUILDER_CONFIGS = [running_config()]
 
   def _info(self) -> tfds.core.DatasetInfo:
     return tfds.core.DatasetInfo(

@@ -6,13 +6,12 @@ the config name is the Python version, as for `stdlib_code_search`.
 
 from __future__ import annotations
 
-import platform
 import sysconfig
 
 import tensorflow_datasets as tfds
 
 from jaxemb.data.builders.stdlib_code_search.stdlib_code_search_dataset_builder import (
-    StdlibCodeSearchConfig, StdlibExamples, config_name)
+    StdlibExamples, running_config)
 from jaxemb.data.builders.stdlib_modules import extract
 
 _DESCRIPTION = """\
@@ -33,19 +32,10 @@ class StdlibModules(StdlibExamples, tfds.core.GeneratorBasedBuilder):
 
   VERSION = tfds.core.Version("1.0.0")
   RELEASE_NOTES = {"1.0.0": "Initial release."}
-  BUILDER_CONFIGS = [StdlibCodeSearchConfig(
-      name=config_name(platform.python_version()), python_version=platform.python_version(),
-      description=f"Built from the CPython {platform.python_version()} standard library.")]
+  BUILDER_CONFIGS = [running_config()]
 
   def _info(self) -> tfds.core.DatasetInfo:
-    return tfds.core.DatasetInfo(
-        builder=self, description=_DESCRIPTION,
-        features=tfds.features.FeaturesDict(
-            {name: tfds.features.Text() for name in _TEXT_FEATURES}),
-        supervised_keys=None, homepage="https://docs.python.org/3/library/",
-        license="Python standard library source, PSF License Agreement",
-        metadata=tfds.core.MetadataDict(python_version=self.builder_config.python_version,
-                                        max_code_chars=extract.MAX_CODE_CHARS))
+    return self._stdlib_info(_DESCRIPTION, _TEXT_FEATURES, max_code_chars=extract.MAX_CODE_CHARS)
 
   def _split_generators(self, dl_manager: tfds.download.DownloadManager):
     del dl_manager  # nothing to download: the source is the local stdlib

@@ -6,13 +6,12 @@ config name is the Python version, as for `stdlib_code_search`.
 
 from __future__ import annotations
 
-import platform
 import sysconfig
 
 import tensorflow_datasets as tfds
 
 from jaxemb.data.builders.stdlib_code_search.stdlib_code_search_dataset_builder import (
-    StdlibCodeSearchConfig, StdlibExamples, config_name)
+    StdlibExamples, running_config)
 from jaxemb.data.builders.stdlib_test_continuation import extract
 
 _DESCRIPTION = """\
@@ -34,20 +33,11 @@ class StdlibTestContinuation(StdlibExamples, tfds.core.GeneratorBasedBuilder):
 
   VERSION = tfds.core.Version("1.0.0")
   RELEASE_NOTES = {"1.0.0": "Initial release."}
-  BUILDER_CONFIGS = [StdlibCodeSearchConfig(
-      name=config_name(platform.python_version()), python_version=platform.python_version(),
-      description=f"Built from the CPython {platform.python_version()} test suite.")]
+  BUILDER_CONFIGS = [running_config("test suite")]
 
   def _info(self) -> tfds.core.DatasetInfo:
-    return tfds.core.DatasetInfo(
-        builder=self, description=_DESCRIPTION,
-        features=tfds.features.FeaturesDict(
-            {name: tfds.features.Text() for name in _TEXT_FEATURES}),
-        supervised_keys=None, homepage="https://docs.python.org/3/library/",
-        license="Python standard library source, PSF License Agreement",
-        metadata=tfds.core.MetadataDict(python_version=self.builder_config.python_version,
-                                        min_lines=extract.MIN_LINES,
-                                        max_lines=extract.MAX_LINES))
+    return self._stdlib_info(_DESCRIPTION, _TEXT_FEATURES, min_lines=extract.MIN_LINES,
+                             max_lines=extract.MAX_LINES)
 
   def _split_generators(self, dl_manager: tfds.download.DownloadManager):
     del dl_manager  # nothing to download: the source is the local stdlib
