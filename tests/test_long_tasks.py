@@ -153,3 +153,13 @@ def test_cli_encode_takes_the_long_context_flags(tmp_path, tiny_dir):
   want = long_context.encode(jaxemb.load_pretrained(tiny_dir), texts, max_seq_length=96,
                              position_scaling="gp")
   np.testing.assert_allclose(np.load(out), want, atol=1e-6)
+  cli.main(["encode", "--model", tiny_dir, "--input", str(tmp_path / "in.txt"), "--output",
+            str(out), "--max-seq-length", "96", "--position-scaling", "gp",
+            "--attention-scaling", "--quiet"])
+  scaled = long_context.encode(jaxemb.load_pretrained(tiny_dir), texts, max_seq_length=96,
+                               position_scaling="gp", attention_scaling=True)
+  # The tiny random model attends almost uniformly, so scaling its logits moves the long texts
+  # (52 and 92 tokens, past its 32 positions) by only ~1e-5: compare tightly.
+  np.testing.assert_allclose(np.load(out), scaled, atol=1e-7, rtol=0)
+  assert np.abs(scaled[1:] - want[1:]).max() > 1e-6
+  np.testing.assert_allclose(scaled[0], want[0], atol=1e-7, rtol=0)  # 7 tokens: unscaled
