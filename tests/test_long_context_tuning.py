@@ -110,14 +110,22 @@ def test_pi_tuning_config_follows_longembed():
   assert (modules.name, modules.pose_mode, modules.pose_length) == ("stdlib_modules", "cut", 1024)
   with pytest.raises(ValueError, match="data must be one of .*got 'books'"):
     load_config(f"{REPO}/configs/long_pi_tune.py:data=books")
+  assert c.recipe == "text_pairs"
+  distill = load_config(f"{REPO}/configs/long_pi_tune.py:loss=distill")
+  assert (distill.recipe, distill.distill.loss, distill.teacher.model) == (
+      "text_distill", "mse", "all-MiniLM-L6-v2")
+  assert distill.optim.trainable == c.optim.trainable
+  with pytest.raises(ValueError, match="loss must be one of .*got 'kl'"):
+    load_config(f"{REPO}/configs/long_pi_tune.py:loss=kl")
 
 
 @pytest.mark.slow
-def test_pi_tuning_trains_only_the_new_position_rows(tmp_path):
+@pytest.mark.parametrize("loss", ["infonce", "distill"])
+def test_pi_tuning_trains_only_the_new_position_rows(tmp_path, loss):
   import jaxemb
   from jaxemb.train import loop
   from jaxemb.train.config import load_config
-  c = load_config(f"{REPO}/configs/long_pi_tune.py:runlocal")
+  c = load_config(f"{REPO}/configs/long_pi_tune.py:runlocal,loss={loss}")
   summary = loop.run(c, str(tmp_path / "run"))
   base = jaxemb.load_pretrained("all-MiniLM-L6-v2")
   _, base_params = jaxemb.split(base.module)
