@@ -85,12 +85,13 @@ class StdlibExamples:
 
   def _stdlib_info(self, description: str, features: Sequence[str],
                    **metadata) -> tfds.core.DatasetInfo:
-    """DatasetInfo of text `features`, PSF-licensed, with the Python version in `metadata`."""
+    """DatasetInfo of text `features` mined from the stdlib (its citation and PSF license),
+    with the Python version in `metadata`."""
     return tfds.core.DatasetInfo(
         builder=self, description=description,  # type: ignore[arg-type]
         features=tfds.features.FeaturesDict({name: tfds.features.Text() for name in features}),
         supervised_keys=None, homepage="https://docs.python.org/3/library/",
-        license="Python standard library source, PSF License Agreement",
+        citation=_CITATION, license=_LICENSE,
         metadata=tfds.core.MetadataDict(
             python_version=self.builder_config.python_version,  # type: ignore[attr-defined]
             **metadata))
@@ -127,21 +128,8 @@ class StdlibCodeSearch(StdlibExamples, tfds.core.GeneratorBasedBuilder):
   BUILDER_CONFIGS = [running_config()]
 
   def _info(self) -> tfds.core.DatasetInfo:
-    return tfds.core.DatasetInfo(
-        builder=self,
-        description=_DESCRIPTION,
-        features=tfds.features.FeaturesDict(
-            {name: tfds.features.Text() for name in _TEXT_FEATURES}),
-        supervised_keys=None,
-        homepage="https://docs.python.org/3/library/",
-        citation=_CITATION,
-        license=_LICENSE,
-        metadata=tfds.core.MetadataDict(
-            python_version=self.builder_config.python_version,
-            split_salt=extract.SPLIT_SALT,
-            test_packages=list(extract.TEST_PACKAGES),
-        ),
-    )
+    return self._stdlib_info(_DESCRIPTION, _TEXT_FEATURES, split_salt=extract.SPLIT_SALT,
+                             test_packages=list(extract.TEST_PACKAGES))
 
   def _split_generators(self, dl_manager: tfds.download.DownloadManager):
     del dl_manager  # Nothing to download: the source is the local stdlib.
