@@ -55,7 +55,7 @@ def get_config(arg: str | None = None):
   c.export = True
   if arg.loss == "distill":
     c.recipe = "text_distill"
-    c.teacher = dict(model="all-MiniLM-L6-v2", cache="")
+    c.teacher = dict(model=c.model.pretrained, cache="")  # the untouched model it starts from
     c.distill = dict(loss="mse", weight=1.0, task_weight=0.0)
   if arg.runlocal:  # the code-search pairs (built by the other tests), a few tiny steps
     c.data = dict(name="stdlib_code_search", split="train[:64]", data_dir="",
