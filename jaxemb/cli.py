@@ -1,4 +1,5 @@
-"""Command line: `jaxemb encode|demo|eval|train|mine|merge|transfer ...` (also `python -m jaxemb.cli`)."""
+"""Command line: `jaxemb encode|demo|eval|compare|train|mine|merge|transfer ...`
+(also `python -m jaxemb.cli`)."""
 
 from __future__ import annotations
 
@@ -171,6 +172,42 @@ def _eval(args) -> None:
   print(json.dumps(metrics))
 
 
+def _compare(args) -> None:
+  import jaxemb
+  from jaxemb import tasks
+  from jaxemb.evaluate import retrieval, significance
+  task, split = tasks.parse(args.task)
+  options = long_context_options(args)
+  models = [jaxemb.load_pretrained(path) for path in args.models]
+  if options:
+    from jaxemb import long_context
+    for model in models:
+      long_context.check_method(model, options.get("max_seq_length"),
+                                options.get("position_scaling"))
+  data = task.load(split, None)
+  if not isinstance(data, dict) or not {"queries", "corpus", "relevant"} <= set(data):
+    raise UserError(f"task {task.name!r} has no retrieval data (queries, corpus, relevant): "
+                    "compare needs per-query retrieval scores")
+  scores = []
+  for model in models:
+    embed = lambda texts, model=model: jaxemb.encode(
+        model, texts, batch_size=args.batch_size, show_progress=not args.quiet, **options)
+    scores.append(retrieval.evaluate_retrieval(
+        embed, embed, data["queries"], data["corpus"], data["relevant"],
+        ks=data.get("ks", (1, 10, 100)), per_query=True))
+  result = {name: significance.compare(scores[0][name], scores[1][name],
+                                       confidence=args.confidence, resamples=args.resamples,
+                                       seed=args.seed)
+            for name in scores[0]}
+  print(f"{'metric':<12}{'A':>9}{'B':>9}{'B - A':>9}  {args.confidence:.0%} interval"
+        f"{'p':>11}")
+  for name, r in result.items():
+    print(f"{name:<12}{r['mean_a']:>9.4f}{r['mean_b']:>9.4f}{r['diff']:>+9.4f}  "
+          f"[{r['ci_low']:+.4f}, {r['ci_high']:+.4f}]{r['p_value']:>9.4f}")
+  print(json.dumps({"task": args.task, "model_a": str(args.models[0]),
+                    "model_b": str(args.models[1]), **options, "metrics": result}))
+
+
 def add_long_context_arguments(parser: argparse.ArgumentParser) -> None:
   """--max-seq-length / --position-scaling (see `jaxemb.long_context`)."""
   parser.add_argument("--max-seq-length", type=int,
@@ -241,6 +278,21 @@ def build_parser() -> argparse.ArgumentParser:
   ev.add_argument("--quiet", action="store_true", help="no progress bar")
   add_long_context_arguments(ev)
   ev.set_defaults(func=_eval)
+
+  cmp = sub.add_parser("compare", help="is model B better than model A on a task's queries? "
+                                        "Paired bootstrap interval and randomization test of "
+                                        "B - A per metric; the last line printed is JSON")
+  cmp.add_argument("--models", nargs=2, required=True, metavar=("A", "B"),
+                   help="two model names or directories")
+  cmp.add_argument("--task", default="stdlib_code_search:test", help="TASK[:SPLIT] (retrieval)")
+  cmp.add_argument("--confidence", type=float, default=0.95, help="of the bootstrap interval")
+  cmp.add_argument("--resamples", type=int, default=10_000,
+                   help="bootstrap resamples and random sign vectors")
+  cmp.add_argument("--seed", type=int, default=0)
+  cmp.add_argument("--batch-size", type=int, default=64)
+  cmp.add_argument("--quiet", action="store_true", help="no progress bar")
+  add_long_context_arguments(cmp)
+  cmp.set_defaults(func=_compare)
 
   # Sub-commands that live with the code they drive (one table, filled here).
   for module, add_parser in (("jaxemb.mining", "add_mine_parser"),

@@ -19,9 +19,10 @@ def tiny_tokenizer() -> tokenizers.Tokenizer:
   return tok
 
 
-def tiny_model(*, vocab_size: int | None = None, max_len: int = 32):
-  """A randomly initialised 2-layer, width-32 mean-pooling embedder with `tiny_tokenizer`
-  (vocab_size defaults to the tokenizer's; max_len is both position table and max length)."""
+def tiny_model(*, vocab_size: int | None = None, max_len: int = 32, seed: int = 0):
+  """A randomly initialised (from `seed`) 2-layer, width-32 mean-pooling embedder with
+  `tiny_tokenizer` (vocab_size defaults to the tokenizer's; max_len is both position table and
+  max length)."""
   from flax import nnx
 
   from jaxemb.model import EmbeddingModel
@@ -32,6 +33,6 @@ def tiny_model(*, vocab_size: int | None = None, max_len: int = 32):
   cfg = TransformerConfig(vocab_size=vocab_size or tok.get_vocab_size(), hidden_size=32,
                           num_layers=2, num_heads=4, intermediate_size=64,
                           max_position_embeddings=max_len)
-  rngs = nnx.Rngs(0)
+  rngs = nnx.Rngs(seed)
   module = SentenceEmbedder(TransformerEncoder(cfg, rngs=rngs), Pooler("mean", 32, rngs=rngs))
   return EmbeddingModel(module=module, tokenizer=tok, max_seq_length=max_len, name="tiny")

@@ -223,6 +223,57 @@ def _discounts(n: int) -> np.ndarray:
   return 1.0 / np.log2(np.arange(n, dtype=np.float64) + 2.0)
 
 
+def per_query_metrics(
+    ranked_indices: np.ndarray,
+    relevant: Relevant,
+    *,
+    ks: Sequence[int] = (1, 10, 100),
+    mrr_k: int = 10,
+    ndcg_k: int = 10,
+    map_k: int = 100,
+) -> dict[str, np.ndarray]:
+  """`retrieval_metrics` before the average: metric name -> [Q'] float64, one value per query
+  that has relevant docs (in query order). Paired significance tests
+  (`jaxemb.evaluate.significance`) compare two models on these."""
+  ranked = np.asarray(ranked_indices)
+  if ranked.ndim != 2 or ranked.shape[1] == 0 or not np.issubdtype(ranked.dtype, np.integer):
+    raise ValueError(
+        f"ranked_indices must be a 2-D integer array [Q, K>=1], got shape {ranked.shape} "
+        f"dtype {ranked.dtype}"
+    )
+  for name, k in [("mrr_k", mrr_k), ("ndcg_k", ndcg_k), ("map_k", map_k)] + [
+      ("ks", k) for k in ks
+  ]:
+    if not _is_positive_int(k):
+      raise ValueError(f"{name} has cutoff {k!r}; expected a positive int")
+  ranked = ranked.astype(np.int64)
+  rel = _relevant_lists(relevant, ranked.shape[0])
+  keep = np.array([r.size > 0 for r in rel], dtype=bool)
+  if not keep.any():
+    raise ValueError("no query has a relevant document; expected at least one")
+  hits = _hits(ranked, rel)[keep].astype(np.float64)
+  num_rel = np.array([r.size for r in rel], dtype=np.float64)[keep]
+
+  out = {}
+  top = hits[:, :mrr_k]
+  first = np.argmax(top > 0, axis=1)
+  out[f"mrr@{mrr_k}"] = np.where(top.any(axis=1), 1.0 / (first + 1.0), 0.0)
+
+  top = hits[:, :ndcg_k]
+  disc = _discounts(ndcg_k)
+  dcg = top @ disc[: top.shape[1]]
+  ideal = np.cumsum(disc)[np.minimum(num_rel, ndcg_k).astype(np.int64) - 1]
+  out[f"ndcg@{ndcg_k}"] = dcg / ideal
+
+  for k in ks:
+    out[f"recall@{k}"] = hits[:, :k].sum(axis=1) / num_rel
+
+  top = hits[:, :map_k]
+  precision = np.cumsum(top, axis=1) / np.arange(1, top.shape[1] + 1)
+  out[f"map@{map_k}"] = (precision * top).sum(axis=1) / num_rel
+  return out
+
+
 def retrieval_metrics(
     ranked_indices: np.ndarray,
     relevant: Relevant,
@@ -256,44 +307,9 @@ def retrieval_metrics(
   Returns:
     dict of metric name -> float.
   """
-  ranked = np.asarray(ranked_indices)
-  if ranked.ndim != 2 or ranked.shape[1] == 0 or not np.issubdtype(ranked.dtype, np.integer):
-    raise ValueError(
-        f"ranked_indices must be a 2-D integer array [Q, K>=1], got shape {ranked.shape} "
-        f"dtype {ranked.dtype}"
-    )
-  for name, k in [("mrr_k", mrr_k), ("ndcg_k", ndcg_k), ("map_k", map_k)] + [
-      ("ks", k) for k in ks
-  ]:
-    if not _is_positive_int(k):
-      raise ValueError(f"{name} has cutoff {k!r}; expected a positive int")
-  ranked = ranked.astype(np.int64)
-  rel = _relevant_lists(relevant, ranked.shape[0])
-  keep = np.array([r.size > 0 for r in rel], dtype=bool)
-  if not keep.any():
-    raise ValueError("no query has a relevant document; expected at least one")
-  hits = _hits(ranked, rel)[keep].astype(np.float64)
-  num_rel = np.array([r.size for r in rel], dtype=np.float64)[keep]
-
-  out = {}
-  top = hits[:, :mrr_k]
-  first = np.argmax(top > 0, axis=1)
-  out[f"mrr@{mrr_k}"] = np.where(top.any(axis=1), 1.0 / (first + 1.0), 0.0).mean()
-
-  top = hits[:, :ndcg_k]
-  disc = _discounts(ndcg_k)
-  dcg = top @ disc[: top.shape[1]]
-  ideal = np.cumsum(disc)[np.minimum(num_rel, ndcg_k).astype(np.int64) - 1]
-  out[f"ndcg@{ndcg_k}"] = (dcg / ideal).mean()
-
-  for k in ks:
-    out[f"recall@{k}"] = (hits[:, :k].sum(axis=1) / num_rel).mean()
-
-  top = hits[:, :map_k]
-  precision = np.cumsum(top, axis=1) / np.arange(1, top.shape[1] + 1)
-  out[f"map@{map_k}"] = ((precision * top).sum(axis=1) / num_rel).mean()
-
-  return {name: float(v) for name, v in out.items()}
+  per_query = per_query_metrics(ranked_indices, relevant, ks=ks, mrr_k=mrr_k, ndcg_k=ndcg_k,
+                                map_k=map_k)
+  return {name: float(v.mean()) for name, v in per_query.items()}
 
 
 # --------------------------------------------------------------------------------------------
@@ -322,7 +338,8 @@ def evaluate_retrieval(
     ndcg_k: int = 10,
     map_k: int = 100,
     chunk_size: int = DEFAULT_CHUNK_SIZE,
-) -> dict[str, float]:
+    per_query: bool = False,
+) -> dict[str, float] | dict[str, np.ndarray]:
   """Embeds queries and corpus, retrieves exactly by dot product, and scores the ranking.
 
   Embedding functions should L2-normalise if cosine similarity is intended. The retrieval depth
@@ -330,7 +347,8 @@ def evaluate_retrieval(
   exceeds C use the whole corpus ranking.
 
   Returns:
-    `retrieval_metrics` of the ranking (e.g. `mrr@10`, `ndcg@10`, `recall@100`, ...).
+    `retrieval_metrics` of the ranking (e.g. `mrr@10`, `ndcg@10`, `recall@100`, ...), or with
+    `per_query` the arrays of `per_query_metrics` (one value per query with relevant docs).
   """
   if not corpus:
     raise ValueError("corpus is empty; expected at least one document")
@@ -338,7 +356,8 @@ def evaluate_retrieval(
   corpus_emb = _embed("embed_corpus_fn", embed_corpus_fn, list(corpus))
   depth = min(max([mrr_k, ndcg_k, map_k, *ks]), len(corpus))
   _, indices = exact_top_k(query_emb, corpus_emb, depth, chunk_size=chunk_size)
-  return retrieval_metrics(indices, relevant, ks=ks, mrr_k=mrr_k, ndcg_k=ndcg_k, map_k=map_k)
+  score = per_query_metrics if per_query else retrieval_metrics
+  return score(indices, relevant, ks=ks, mrr_k=mrr_k, ndcg_k=ndcg_k, map_k=map_k)
 
 
 def retrieval_evaluator(
