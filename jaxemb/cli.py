@@ -158,10 +158,7 @@ def _eval(args) -> None:
   task, split = tasks.parse(args.task)
   model = jaxemb.load_pretrained(args.model)
   options = long_context_options(args)
-  if options:  # check the method before the task's data are built
-    from jaxemb import long_context
-    long_context.check_method(model, options.get("max_seq_length"),
-                              options.get("position_scaling"))
+  check_long_context(model, options)  # before the task's data are built
   size = {k: v for k, v in (("truncate_dim", args.truncate_dim), ("layer", args.layer))
           if v is not None}
   model.module.check_size(size.get("layer"), size.get("truncate_dim"))
@@ -179,11 +176,8 @@ def _compare(args) -> None:
   task, split = tasks.parse(args.task)
   options = long_context_options(args)
   models = [jaxemb.load_pretrained(path) for path in args.models]
-  if options:
-    from jaxemb import long_context
-    for model in models:
-      long_context.check_method(model, options.get("max_seq_length"),
-                                options.get("position_scaling"))
+  for model in models:
+    check_long_context(model, options)
   data = task.load(split, None)
   if not isinstance(data, dict) or not {"queries", "corpus", "relevant"} <= set(data):
     raise UserError(f"task {task.name!r} has no retrieval data (queries, corpus, relevant): "
@@ -219,6 +213,14 @@ def add_long_context_arguments(parser: argparse.ArgumentParser) -> None:
   parser.add_argument("--attention-scaling", action="store_true",
                       help="LongEmbed's attention scaling of texts past the trained length "
                            "(logits x log n / log trained; not with pcw)")
+
+
+def check_long_context(model, options: dict) -> None:
+  """Refuses `long_context_options` that do not apply to `model` (ValueError naming them)."""
+  if options:
+    from jaxemb import long_context
+    long_context.check_method(model, options.get("max_seq_length"),
+                              options.get("position_scaling"))
 
 
 def long_context_options(args) -> dict:
