@@ -11,11 +11,11 @@ pairs against A's 5,050), or modules: module docstring -> module source (`stdlib
 nDCG@10 on validation, 138 modules; the experiment's first B task). Models
 (configs/codesearch_merge.py): all-MiniLM-L6-v2 zero-shot, fine-tuned on A ("code"), on B, on
 A + B ("joint"), and the merges of the A and B models by average, task_arithmetic (lambda 1),
-ties (density 0.2), self_positioning and atlas (coefficients learned on a balanced probe of 128
-training pairs per task; aTLAS at `--atlas-lr`). Each step is a subprocess of the `jaxemb`
-CLI; finished trainings and merges are reused. Prints a markdown table, what held of issue 15's
-target (the best merge within 0.01 of each single-task model on its own task and above joint
-training on the smaller task B), and one JSON line last.
+ties (density 0.2), tsv (TSV-Merge), self_positioning and atlas (coefficients learned on a
+balanced probe of 128 training pairs per task; aTLAS at `--atlas-lr`). Each step is a
+subprocess of the `jaxemb` CLI; finished trainings and merges are reused. Prints a markdown
+table, what held of issue 15's target (the best merge within 0.01 of each single-task model on
+its own task and above joint training on the smaller task B), and one JSON line last.
 """
 
 from __future__ import annotations
@@ -28,7 +28,7 @@ import sys
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 BASE = "all-MiniLM-L6-v2"
-METHODS = ("average", "task_arithmetic", "ties", "self_positioning", "atlas")
+METHODS = ("average", "task_arithmetic", "ties", "tsv", "self_positioning", "atlas")
 TASKS_B = {  # --b: (config variant, evaluation task, metric, probe task)
     "continuation": ("continuation", "stdlib_test_continuation:test", "mrr@10",
                      "stdlib_test_continuation:train"),

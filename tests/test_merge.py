@@ -1,4 +1,4 @@
-"""Model merging: TIES on a hand-made case, closed forms vs numpy, learned coefficients recovering a
+"""Model merging: TIES and TSV on hand-made cases, closed forms vs numpy, learned coefficients recovering a
 known optimum, identical models, zero aTLAS coefficients, bad inputs, and `jaxemb merge`."""
 
 import argparse
@@ -81,6 +81,56 @@ def test_identical_models_merge_to_that_model():
   _close(merge.atlas(BASE, same, loss, steps=0, init=1 / 3).params, m, rtol=1e-6)
 
 
+def _rank1(s, angle_u, angle_v):
+  u = np.array([np.cos(angle_u), np.sin(angle_u)])
+  v = np.array([np.cos(angle_v), np.sin(angle_v)])
+  return s * np.outer(u, v)
+
+
+def test_tsv_hand_made_decorrelation():
+  # Two rank-1 task vectors on a 2x2 matrix (k = 2 // 2 = 1 triplet each). Left vectors at 0
+  # and 60 degrees: the nearest orthonormal pair to unit columns symmetric about their bisector
+  # (30 degrees) lies at 30 -/+ 45 degrees. Right vectors at 0 and 90 degrees are orthogonal
+  # already and stay. The bias (not a matrix) takes the mean of the two task vectors.
+  deg = np.pi / 180
+  base = {"w": np.zeros((2, 2), np.float32), "b": np.ones(2, np.float32)}
+  taus = [{"w": _rank1(3.0, 0, 0), "b": np.array([2.0, 0.0])},
+          {"w": _rank1(1.0, 60 * deg, 90 * deg), "b": np.array([0.0, 4.0])}]
+  models = [jax.tree.map(lambda b, t: (b + t).astype(np.float32), base, t) for t in taus]
+  expected = {"w": 0.5 * (_rank1(3.0, -15 * deg, 0) + _rank1(1.0, 75 * deg, 90 * deg)),
+              "b": 1 + 0.5 * np.array([1.0, 2.0])}
+  _close(merge.tsv(base, models, lam=0.5), expected, rtol=1e-5, atol=1e-6)
+  _close(merge.merge_params(base, models, "tsv", lam=0.5), expected, rtol=1e-5, atol=1e-6)
+
+
+def test_tsv_orthogonal_low_rank_task_vectors_add_and_higher_ranks_are_cut():
+  # 8x8 matrices, two tasks: k = 4 triplets each. Task 1 lives on coordinates 0-4 (rank 5: its
+  # fifth direction is cut), task 2 on a rotated copy of coordinates 4-7 (rank 4: kept whole).
+  # Their kept singular vectors are orthonormal together, so nothing is rotated: the merge is
+  # task 1 cut to rank 4 plus task 2 (task arithmetic of the cut vectors).
+  rng = np.random.default_rng(0)
+  tau1 = np.diag([5.0, 4, 3, 2, 1, 0, 0, 0])
+  q_left = np.linalg.qr(rng.normal(size=(4, 4)))[0]
+  q_right = np.linalg.qr(rng.normal(size=(4, 4)))[0]
+  tau2 = np.zeros((8, 8))
+  tau2[4:, 4:] = q_left @ np.diag([6.0, 1.5, 0.7, 0.2]) @ q_right.T
+  base = {"w": rng.normal(size=(8, 8)).astype(np.float32)}
+  models = [{"w": (base["w"] + t).astype(np.float32)} for t in (tau1, tau2)]
+  cut1 = np.diag([5.0, 4, 3, 2, 0, 0, 0, 0])
+  _close(merge.tsv(base, models), {"w": base["w"] + cut1 + tau2}, rtol=1e-5, atol=1e-5)
+  # A zero task vector (a model equal to the base) leaves the other's directions alone.
+  _close(merge.tsv(base, [models[0], base]), {"w": base["w"] + cut1}, rtol=1e-5, atol=1e-5)
+
+
+def test_tsv_identical_low_rank_models_merge_to_that_model():
+  # [U, U, U] / sqrt(3) is the nearest orthonormal matrix to [U, U, U]: each copy adds a third.
+  rng = np.random.default_rng(1)
+  base = {"w": rng.normal(size=(6, 9)).astype(np.float32), "b": np.zeros(9, np.float32)}
+  low_rank = rng.normal(size=(6, 2)) @ rng.normal(size=(2, 9))   # rank 2 = 6 // 3
+  m = {"w": (base["w"] + low_rank).astype(np.float32), "b": np.ones(9, np.float32)}
+  _close(merge.tsv(base, [m, m, m]), m, rtol=1e-5, atol=1e-5)
+
+
 def test_atlas_zero_coefficients_is_the_base():
   loss = lambda p, step: sum(jnp.sum(x**2) for x in jax.tree.leaves(p))
   result = merge.atlas(BASE, MODELS, loss, steps=0)
@@ -122,7 +172,7 @@ def test_bad_inputs():
     merge.average([BASE, other])
   with pytest.raises(ValueError, match="different parameters"):
     merge.task_arithmetic(BASE, [{"a": BASE["a"]}])
-  for method in ("task_arithmetic", "ties", "self_positioning", "atlas"):
+  for method in ("task_arithmetic", "ties", "tsv", "self_positioning", "atlas"):
     with pytest.raises(ValueError, match=f"method '{method}' needs a base model"):
       merge.merge_params(None, MODELS, method)
   with pytest.raises(ValueError, match="method='soup'"):
@@ -131,6 +181,8 @@ def test_bad_inputs():
     merge.merge_params(BASE, MODELS, "atlas")
   with pytest.raises(ValueError, match="density=0"):
     merge.ties(BASE, MODELS, density=0)
+  with pytest.raises(ValueError, match=r"tsv takes one scale lam, got \[1.0, 2.0\]"):
+    merge.merge_params(BASE, MODELS, "tsv", lam=[1.0, 2.0])
   with pytest.raises(ValueError, match="lam has 2 values"):
     merge.task_arithmetic(BASE, MODELS, [1.0, 2.0])
   with pytest.raises(ValueError, match="models is empty"):
@@ -165,7 +217,7 @@ def test_merge_models_identical_and_mismatched():
     merge.merge_models(a, [_tiny(1, hidden=16)], "average")
 
 
-def test_merge_cli_average_and_atlas(tmp_path, monkeypatch, capsys):
+def test_merge_cli_average_tsv_and_atlas(tmp_path, monkeypatch, capsys):
   dirs = [jaxemb.save_pretrained(_tiny(s), tmp_path / f"m{s}") for s in range(3)]
   parser = argparse.ArgumentParser()
   merge.add_merge_parser(parser.add_subparsers())
@@ -183,6 +235,13 @@ def test_merge_cli_average_and_atlas(tmp_path, monkeypatch, capsys):
   _close(split(jaxemb.load_pretrained(out).module)[1],
          jax.tree.map(lambda x, y: (np.asarray(x) + np.asarray(y)) / 2, params[1], params[2]),
          rtol=1e-5, atol=1e-6)
+
+  out = tmp_path / "tsv"
+  summary = run("--base", dirs[0], "--models", dirs[1], dirs[2], "--method", "tsv", "--lam",
+                "0.7", "--out", out)
+  assert summary["method"] == "tsv"
+  _close(split(jaxemb.load_pretrained(out).module)[1],
+         merge.tsv(params[0], params[1:], lam=0.7), rtol=1e-5, atol=1e-6)
 
   with pytest.raises(ValueError, match="needs --base"):
     run("--models", dirs[1], dirs[2], "--method", "ties", "--out", tmp_path / "x")

@@ -15,6 +15,11 @@ directory.
                      optimising a probe loss on a small balanced sample (Li et al. 2024,
                      "Improving General Text Embedding Model: Tackling Task Conflict and Data
                      Imbalance through Model Merging")
+  tsv                TSV-Merge (Gargiulo et al. 2025, "Task Singular Vectors: Reducing Task
+                     Interference in Model Merging"): per weight matrix, each task vector's top
+                     1/n singular vectors, decorrelated across tasks by replacing the stacked
+                     left and right singular vectors with their nearest orthonormal matrices;
+                     other tensors (biases, norms) averaged; base + lam * that
   atlas              aTLAS (Zhang et al. 2024, "Knowledge Composition using Task Vectors with
                      Learned Anisotropic Scaling"): base + sum_i Lambda_i(tensor) tau_i, one
                      coefficient per task per parameter tensor, zero-initialised, AdamW
@@ -40,8 +45,8 @@ import optax
 
 PyTree = Any
 LossFn = Callable[[PyTree, jax.Array], Any]
-METHODS = ("average", "task_arithmetic", "ties", "self_positioning", "atlas")
-_NEEDS_BASE = ("task_arithmetic", "ties", "self_positioning", "atlas")
+METHODS = ("average", "task_arithmetic", "ties", "tsv", "self_positioning", "atlas")
+_NEEDS_BASE = ("task_arithmetic", "ties", "tsv", "self_positioning", "atlas")
 
 
 # ---------------------------------------------------------------------------------------------
@@ -186,6 +191,66 @@ def ties(base: PyTree, models: Sequence[PyTree], *, density: float = 0.2, lam: f
   return _apply(base, jax.tree.map(lambda m: lam * m, merged))
 
 
+_RANK_RTOL = 1e-10  # singular values below this fraction of the largest count as zero
+
+
+def _nearest_orthonormal(x: np.ndarray) -> np.ndarray:
+  """The matrix closest to `x` (Frobenius) whose columns are orthonormal on x's range.
+
+  For full-rank `x` this is the polar factor P Q^T of x = P S Q^T. Directions with zero
+  singular value are left out (a partial isometry) rather than filled with an arbitrary
+  basis, so duplicated columns (identical task vectors) map onto one orthonormal set.
+  """
+  p, s, qt = np.linalg.svd(x, full_matrices=False)
+  keep = s > _RANK_RTOL * s.max(initial=0.0)
+  return p[:, keep] @ qt[keep]
+
+
+def tsv(base: PyTree, models: Sequence[PyTree], *, lam: float = 1.0) -> PyTree:
+  """TSV-Merge: low-rank, decorrelated task vectors per weight matrix.
+
+  For every 2-D tensor, task vector i = U_i S_i V_i^T is cut to its top k = min(shape) // n
+  singular triplets; the cut triplets of all tasks are stacked (U = [U_1k .. U_nk], S, V
+  likewise) and U, V are replaced by their nearest orthonormal matrices, so one task's
+  directions no longer overlap another's: merged = orth(U) diag(S) orth(V)^T. Other tensors
+  take the mean of the task vectors (the paper's choice). SVDs run in float64 on the host.
+  Triplets with zero singular value are dropped and rank-deficient stacks orthonormalised on
+  their range only, so degenerate inputs (a zero task vector, identical models) are well
+  defined; for generic fine-tuned models this changes nothing.
+
+  Args:
+    base: the pre-trained parameters.
+    models: fine-tuned parameters of the same architecture.
+    lam: scale of the merged task vector (the paper's default 1).
+  """
+  _need_base("tsv", base)
+  taus = task_vectors(base, models)
+  n = len(taus)
+
+  def merge_leaf(*ts):
+    if ts[0].ndim != 2:
+      return sum(ts) / n
+    k = max(1, min(ts[0].shape) // n)
+    us, ss, vs = [], [], []
+    for t in ts:
+      u, s, vt = np.linalg.svd(np.asarray(t, np.float64), full_matrices=False)
+      # A zero singular value carries no update: its (arbitrary) vectors would only bend the
+      # other tasks' directions in the orthogonalisation.
+      keep = s[:k] > _RANK_RTOL * s.max(initial=0.0)
+      us.append(u[:, :k][:, keep])
+      ss.append(s[:k][keep])
+      vs.append(vt[:k][keep].T)
+    s = np.concatenate(ss)
+    if not s.size:
+      return jnp.zeros(ts[0].shape, jnp.float32)
+    u, v = np.concatenate(us, 1), np.concatenate(vs, 1)
+    merged = (_nearest_orthonormal(u) * s) @ _nearest_orthonormal(v).T
+    return jnp.asarray(merged, jnp.float32)
+
+  merged = jax.tree.map(merge_leaf, *taus)
+  return _apply(base, jax.tree.map(lambda m: lam * m, merged))
+
+
 # ---------------------------------------------------------------------------------------------
 # Learned coefficients.
 
@@ -305,11 +370,13 @@ def merge_params(base: PyTree | None, models: Sequence[PyTree], method: str, *,
     return average(models)
   if method == "task_arithmetic":
     return task_arithmetic(base, models, lam)
-  if method == "ties":
+  if method in ("ties", "tsv"):
     if np.asarray(lam).size != 1:
-      raise ValueError(f"ties takes one scale lam, got {lam!r}")
-    return ties(base, models, density=density, lam=float(np.asarray(lam).ravel()[0]),
-                scope=scope)
+      raise ValueError(f"{method} takes one scale lam, got {lam!r}")
+    scale = float(np.asarray(lam).ravel()[0])
+    if method == "tsv":
+      return tsv(base, models, lam=scale)
+    return ties(base, models, density=density, lam=scale, scope=scope)
   if loss_fn is None:
     raise ValueError(f"method {method!r} learns its coefficients: pass loss_fn (for the CLI: "
                      "--probe-task)")
@@ -424,7 +491,7 @@ def add_merge_parser(subparsers) -> argparse.ArgumentParser:
   p.add_argument("--method", choices=METHODS, required=True)
   p.add_argument("--out", required=True, help="output directory")
   p.add_argument("--lam", type=float, nargs="+", default=[1.0],
-                 help="task_arithmetic: one scale or one per model; ties: the scale")
+                 help="task_arithmetic: one scale or one per model; ties, tsv: the scale")
   p.add_argument("--density", type=float, default=0.2, help="ties: fraction kept")
   p.add_argument("--scope", choices=("global", "tensor"), default="global", help="ties trim")
   p.add_argument("--probe-task", action="append", default=[],
