@@ -247,6 +247,12 @@ def test_merge_cli_average_tsv_and_atlas(tmp_path, monkeypatch, capsys):
     run("--models", dirs[1], dirs[2], "--method", "ties", "--out", tmp_path / "x")
   with pytest.raises(ValueError, match="give --probe-task"):
     run("--base", dirs[0], "--models", dirs[1], "--method", "atlas", "--out", tmp_path / "x")
+  with pytest.raises(ValueError, match="--method ties uses no probe"):
+    run("--base", dirs[0], "--models", dirs[1], "--method", "ties", "--probe-task", "toy:train",
+        "--out", tmp_path / "x")
+  with pytest.raises(ValueError, match="2 probe weights"):
+    run("--base", dirs[0], "--models", dirs[1], "--method", "atlas", "--probe-task", "toy:train",
+        "--probe-weight", "1", "--probe-weight", "2", "--out", tmp_path / "x")
 
   data = {"queries": ["find a", "find b", "find c", "find d"],
           "corpus": ["def a", "def b", "def c", "def d"], "relevant": [{i} for i in range(4)]}
@@ -260,6 +266,28 @@ def test_merge_cli_average_tsv_and_atlas(tmp_path, monkeypatch, capsys):
   assert summary["coefficients"] == [0.0, 0.0] and summary["probe_loss"] == []
   # Zero steps from zero coefficients: the base model, written and read back.
   _close(split(jaxemb.load_pretrained(out).module)[1], params[0], rtol=1e-6, atol=1e-7)
+
+
+def test_probe_weights_normalise_and_weight_the_probe_loss():
+  assert merge.probe_weights(None, 4) == [0.25] * 4
+  np.testing.assert_allclose(merge.probe_weights([3, 1], 2), [0.75, 0.25])
+  with pytest.raises(ValueError, match=r"1 probe weights \[1.0\] for 2 probe tasks"):
+    merge.probe_weights([1], 2)
+  with pytest.raises(ValueError, match=r"probe weights \[-1.0, 2.0\]; expected non-negative"):
+    merge.probe_weights([-1, 2], 2)
+  with pytest.raises(ValueError, match="not all zero"):
+    merge.probe_weights([0, 0], 2)
+  base = _tiny(0)
+  graph, params = split(base.module)
+  first = merge.tokenize_pairs(base, ["find a", "find bb"], ["def a", "def bb"])
+  second = merge.tokenize_pairs(base, ["x y", "z"], ["y y y", "w"])
+  single = [merge.probe_loss(graph, [p], batch_size=2)(params, jnp.int32(0))
+            for p in (first, second)]
+  weighted = merge.probe_loss(graph, [first, second], batch_size=2, weights=[3, 1])
+  np.testing.assert_allclose(weighted(params, jnp.int32(0)),
+                             0.75 * single[0] + 0.25 * single[1], rtol=1e-5)
+  balanced = merge.probe_loss(graph, [first, second], batch_size=2)
+  np.testing.assert_allclose(balanced(params, jnp.int32(0)), np.mean(single), rtol=1e-5)
 
 
 @pytest.mark.slow  # compiles the gradient through a transformer: ~10 s of CPU

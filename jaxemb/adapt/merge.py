@@ -393,7 +393,7 @@ def merge_params(base: PyTree | None, models: Sequence[PyTree], method: str, *,
 
 
 def probe_loss(graph, pair_sets: Sequence[dict[str, np.ndarray]], *, batch_size: int,
-               scale: float = 20.0) -> LossFn:
+               scale: float = 20.0, weights: Sequence[float] | None = None) -> LossFn:
   """Contrastive probe loss over one or more tokenised pair sets (one per task: balanced).
 
   Args:
@@ -402,19 +402,22 @@ def probe_loss(graph, pair_sets: Sequence[dict[str, np.ndarray]], *, batch_size:
       step s uses rows `s * batch_size ...` (cycling) of every set.
     batch_size: pairs per set per step (each set's in-batch negatives).
     scale: InfoNCE inverse temperature.
+    weights: one non-negative weight per set, normalised to sum 1 (default equal: the
+      balanced probe); more weight on a task asks the merge to keep more of it.
 
   Returns:
-    `loss_fn(params, step)`: the mean over the sets of symmetric InfoNCE.
+    `loss_fn(params, step)`: the weighted mean over the sets of symmetric InfoNCE.
   """
   from jaxemb.functional import apply
   from jaxemb.objectives.contrastive import info_nce
   if not pair_sets:
     raise ValueError("pair_sets is empty; expected one tokenised pair set per probe task")
   sets = [jax.tree.map(jnp.asarray, dict(s)) for s in pair_sets]
+  weights = probe_weights(weights, len(sets))
 
   def loss_fn(params, step):
     total = 0.0
-    for s in sets:
+    for w, s in zip(weights, sets):
       n = s["query_ids"].shape[0]
       rows = (step * batch_size + jnp.arange(batch_size)) % n
       take = lambda x: jnp.take(x, rows, axis=0)
@@ -422,10 +425,24 @@ def probe_loss(graph, pair_sets: Sequence[dict[str, np.ndarray]], *, batch_size:
                                 "attention_mask": take(s["query_mask"])}, normalize=True)
       d = apply(graph, params, {"input_ids": take(s["doc_ids"]),
                                 "attention_mask": take(s["doc_mask"])}, normalize=True)
-      total = total + info_nce(q, d, scale=scale)[0]
-    return total / len(sets)
+      total = total + w * info_nce(q, d, scale=scale)[0]
+    return total
 
   return loss_fn
+
+
+def probe_weights(weights: Sequence[float] | None, n: int) -> list[float]:
+  """`weights` (one per probe task, default equal) normalised to sum 1; ValueError if there
+  are not `n` of them or any is negative or all are zero."""
+  if weights is None:
+    return [1.0 / n] * n
+  weights = [float(w) for w in weights]
+  if len(weights) != n:
+    raise ValueError(f"{len(weights)} probe weights {weights} for {n} probe tasks; expected "
+                     "one per task")
+  if min(weights) < 0 or sum(weights) <= 0:
+    raise ValueError(f"probe weights {weights}; expected non-negative weights, not all zero")
+  return [w / sum(weights) for w in weights]
 
 
 def tokenize_pairs(model, queries: Sequence[str], docs: Sequence[str], max_length: int = 128
@@ -497,6 +514,9 @@ def add_merge_parser(subparsers) -> argparse.ArgumentParser:
   p.add_argument("--probe-task", action="append", default=[],
                  help="TASK:SPLIT of (query, doc) pairs for self_positioning/atlas; repeat "
                       "once per task (each gives the same number of pairs: balanced)")
+  p.add_argument("--probe-weight", type=float, action="append", default=None,
+                 help="weight of each --probe-task in the probe loss, in the same order "
+                      "(default equal: balanced)")
   p.add_argument("--probe-size", type=int, default=256, help="pairs per probe task")
   p.add_argument("--steps", type=int, default=None, help="coefficient optimisation steps")
   p.add_argument("--lr", type=float, default=None, help="coefficient learning rate")
@@ -529,13 +549,18 @@ def merge_main(args: argparse.Namespace) -> None:
   options: dict[str, Any] = {"lam": args.lam if len(args.lam) > 1 else args.lam[0],
                              "density": args.density, "scope": args.scope}
   loss_fn = None
+  if args.method not in ("self_positioning", "atlas") and (args.probe_task or args.probe_weight):
+    raise ValueError(f"--method {args.method} uses no probe; --probe-task/--probe-weight are "
+                     "for self_positioning and atlas")
   if args.method in ("self_positioning", "atlas"):
     if not args.probe_task:
       raise ValueError(f"--method {args.method} learns coefficients on a probe sample: give "
                        "--probe-task TASK:SPLIT (once per task)")
+    probe_weights(args.probe_weight, len(args.probe_task))  # before any data is loaded
     sets = [tokenize_pairs(base, *_probe_pairs(spec, args.probe_size, args.seed))
             for spec in args.probe_task]
-    loss_fn = probe_loss(split(base.module)[0], sets, batch_size=args.batch_size)
+    loss_fn = probe_loss(split(base.module)[0], sets, batch_size=args.batch_size,
+                         weights=args.probe_weight)
     if args.steps is not None:
       options["steps"] = args.steps
     if args.lr is not None:
