@@ -233,18 +233,18 @@ def tsv(base: PyTree, models: Sequence[PyTree], *, lam: float = 1.0) -> PyTree:
     k = max(1, min(ts[0].shape) // n)
     us, ss, vs = [], [], []
     for t in ts:
-      u, s, vt = np.linalg.svd(np.asarray(t, np.float64), full_matrices=False)
+      u, sv, vt = np.linalg.svd(np.asarray(t, np.float64), full_matrices=False)
       # A zero singular value carries no update: its (arbitrary) vectors would only bend the
       # other tasks' directions in the orthogonalisation.
-      keep = s[:k] > _RANK_RTOL * s.max(initial=0.0)
+      keep = sv[:k] > _RANK_RTOL * sv.max(initial=0.0)
       us.append(u[:, :k][:, keep])
-      ss.append(s[:k][keep])
+      ss.append(sv[:k][keep])
       vs.append(vt[:k][keep].T)
-    s = np.concatenate(ss)
-    if not s.size:
+    sv = np.concatenate(ss)
+    if not sv.size:
       return jnp.zeros(ts[0].shape, jnp.float32)
     u, v = np.concatenate(us, 1), np.concatenate(vs, 1)
-    merged = (_nearest_orthonormal(u) * s) @ _nearest_orthonormal(v).T
+    merged = (_nearest_orthonormal(u) * sv) @ _nearest_orthonormal(v).T
     return jnp.asarray(merged, jnp.float32)
 
   merged = jax.tree.map(merge_leaf, *taus)
@@ -541,22 +541,24 @@ def merge_main(args: argparse.Namespace) -> None:
   """`jaxemb merge`: load, merge, save; prints a JSON summary last."""
   import jaxemb
   from jaxemb.functional import split
+  learned = args.method in ("self_positioning", "atlas")
   if args.method in _NEEDS_BASE and args.base is None:
     raise ValueError(f"--method {args.method} needs --base (task vectors are fine-tuned minus "
                      "base)")
+  if not learned and (args.probe_task or args.probe_weight):
+    raise ValueError(f"--method {args.method} uses no probe; --probe-task/--probe-weight are "
+                     "for self_positioning and atlas")
+  if learned and not args.probe_task:
+    raise ValueError(f"--method {args.method} learns coefficients on a probe sample: give "
+                     "--probe-task TASK:SPLIT (once per task)")
+  if learned:
+    probe_weights(args.probe_weight, len(args.probe_task))  # before any model is loaded
   base = jaxemb.load_pretrained(args.base) if args.base is not None else None
   models = [jaxemb.load_pretrained(m) for m in args.models]
   options: dict[str, Any] = {"lam": args.lam if len(args.lam) > 1 else args.lam[0],
                              "density": args.density, "scope": args.scope}
   loss_fn = None
-  if args.method not in ("self_positioning", "atlas") and (args.probe_task or args.probe_weight):
-    raise ValueError(f"--method {args.method} uses no probe; --probe-task/--probe-weight are "
-                     "for self_positioning and atlas")
-  if args.method in ("self_positioning", "atlas"):
-    if not args.probe_task:
-      raise ValueError(f"--method {args.method} learns coefficients on a probe sample: give "
-                       "--probe-task TASK:SPLIT (once per task)")
-    probe_weights(args.probe_weight, len(args.probe_task))  # before any data is loaded
+  if learned:
     sets = [tokenize_pairs(base, *_probe_pairs(spec, args.probe_size, args.seed))
             for spec in args.probe_task]
     loss_fn = probe_loss(split(base.module)[0], sets, batch_size=args.batch_size,
