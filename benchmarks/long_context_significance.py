@@ -18,6 +18,8 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
+import re
 import time
 
 import numpy as np
@@ -33,6 +35,9 @@ def main(argv=None) -> None:
                       help="data seeds of the task's draws (0 = the task jaxemb eval runs)")
   parser.add_argument("--batch-size", type=int, default=16)
   parser.add_argument("--resamples", type=int, default=10_000)
+  parser.add_argument("--cache", default="runs/long_context_significance",
+                      help="per-query scores per (model, task, length, seed) are kept here, so "
+                           "a stopped run resumes where it was")
   args = parser.parse_args(argv)
   if len(args.models) < 2:
     parser.error(f"--models needs two or more models to compare, got {args.models}")
@@ -50,11 +55,20 @@ def main(argv=None) -> None:
                        "`jaxemb.long_context.extend` then `jaxemb.save_pretrained`)")
     per_model = []
     for seed, data in draws.items():
+      name = re.sub(r"[^A-Za-z0-9_.-]+", "_", f"{path}__{args.task}_{args.length}_seed{seed}")
+      cached = os.path.join(args.cache, f"{name}.npz")
+      if os.path.exists(cached):
+        per_model.append(dict(np.load(cached)))
+        continue
       start = time.perf_counter()
       embed = lambda texts: jaxemb.encode(model, texts, batch_size=args.batch_size,
                                           show_progress=False)
       per_query = retrieval.evaluate_retrieval(embed, embed, data["queries"], data["corpus"],
                                                data["relevant"], ks=(1, 10), per_query=True)
+      os.makedirs(args.cache, exist_ok=True)
+      with open(cached + ".tmp", "wb") as f:  # whole or not at all: a stopped run resumes
+        np.savez(f, **per_query)
+      os.replace(cached + ".tmp", cached)
       per_model.append(per_query)
       print(json.dumps({"model": path, "seed": seed, "acc@1": float(per_query["recall@1"].mean()),
                         "seconds": round(time.perf_counter() - start, 1)}), flush=True)
