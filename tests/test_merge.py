@@ -1,5 +1,6 @@
-"""Model merging: TIES and TSV on hand-made cases, closed forms vs numpy, learned coefficients recovering a
-known optimum, identical models, zero aTLAS coefficients, bad inputs, and `jaxemb merge`."""
+"""Model merging: TIES and TSV on hand-made cases, closed forms vs numpy, learned coefficients
+recovering a known optimum, identical models, zero aTLAS coefficients, bad inputs, and
+`jaxemb merge`."""
 
 import argparse
 import json
